@@ -1,0 +1,1 @@
+//! omnisync connector for ebay (in progress).

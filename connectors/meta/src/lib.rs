@@ -1,0 +1,1 @@
+//! omnisync connector for meta (in progress).

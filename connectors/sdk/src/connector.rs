@@ -1,0 +1,139 @@
+//! The [`Connector`] trait: what the daemon asks of every external system.
+//!
+//! A connector reads listings in pages (a full snapshot), reads chosen SKUs back (after a
+//! push, or when a webhook hints that they changed), and pushes batches of absolute
+//! corrections, answering per item. Batching to the API's limit is the daemon's job (it asks
+//! [`Capabilities::max_batch`]); splitting a batch further by API shape (Shopify prices go
+//! per product) is the connector's. Connectors never retry on their own: they classify the
+//! failure ([`crate::ConnectorError`]) and the caller decides.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConnectorError;
+use crate::model::{Offer, Record};
+
+/// What a connector can do. Fixed for the connector's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// It can write prices.
+    pub writes_price: bool,
+    /// It can write stock.
+    pub writes_stock: bool,
+    /// It can create a listing that is missing (an upsert).
+    pub creates_listings: bool,
+    /// It has a separate sale price field; otherwise the effective price is written as the
+    /// price and [`Offer::sale`] is never set.
+    pub sale_price: bool,
+    /// It holds stock per location; otherwise it holds one quantity under
+    /// [`crate::StockLevel::DEFAULT_LOCATION`].
+    pub stock_per_location: bool,
+    /// Stock writes are compare-and-set against [`Change::Stock::expected`].
+    pub compare_and_set: bool,
+    /// The most corrections one [`Connector::push`] call accepts (the API's batch limit).
+    pub max_batch: usize,
+    /// The most records worth asking for in one [`Connector::read_skus`] call.
+    pub max_read_batch: usize,
+}
+
+/// One page of a full read.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The records on this page.
+    pub records: Vec<Record>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A change to make in a channel. Always absolute, never a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    /// Set the offer (regular price, and sale price where the channel has one).
+    Offer {
+        /// The offer to set.
+        offer: Offer,
+    },
+    /// Set the quantity at one location (the connector's own location code).
+    Stock {
+        /// The connector's location code.
+        location: String,
+        /// The quantity to set.
+        quantity: i64,
+        /// The value we last observed, for compare-and-set; `None` to write unconditionally.
+        expected: Option<i64>,
+    },
+    /// Create a listing the channel should carry but does not.
+    Create {
+        /// A title, where the channel needs one.
+        title: Option<String>,
+        /// The offer to list at.
+        offer: Offer,
+        /// The quantity per location code.
+        stock: BTreeMap<String, i64>,
+    },
+}
+
+/// One correction handed to [`Connector::push`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    /// Deterministic key: the same desired value for the same target gives the same key, so
+    /// an API that supports idempotency keys can drop a repeat.
+    pub idempotency_key: String,
+    /// The canonical SKU.
+    pub sku: String,
+    /// The listing's id in the channel; `None` for [`Change::Create`].
+    pub external_id: Option<String>,
+    /// The extra ids the connector reported with the record ([`Record::refs`]).
+    pub refs: BTreeMap<String, String>,
+    /// What to change.
+    pub change: Change,
+}
+
+/// What happened to one correction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// The API accepted it.
+    Applied,
+    /// Compare-and-set failed: the channel no longer holds the expected value.
+    Stale {
+        /// The channel's current value, when the API said.
+        current: Option<i64>,
+    },
+    /// The API refused this item.
+    Rejected {
+        /// The API's reason.
+        reason: String,
+        /// Whether trying again later may succeed.
+        retryable: bool,
+    },
+}
+
+/// An external system omnisync reads from and, for targets, writes to.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The connector kind, e.g. `"shopify"`.
+    fn kind(&self) -> &'static str;
+
+    /// What this connector can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A cheap real call that proves credentials and reachability.
+    async fn healthcheck(&self) -> Result<(), ConnectorError>;
+
+    /// Reads one page of all listings. `cursor` is `None` for the first page and then the
+    /// [`Page::next`] of the previous page.
+    async fn read_page(&self, cursor: Option<String>) -> Result<Page, ConnectorError>;
+
+    /// Reads the listings for these SKUs (at most [`Capabilities::max_read_batch`]). SKUs
+    /// the system does not carry are simply absent from the answer.
+    async fn read_skus(&self, skus: &[String]) -> Result<Vec<Record>, ConnectorError>;
+
+    /// Pushes a batch (at most [`Capabilities::max_batch`]). On `Ok`, the outcomes align with
+    /// `batch` index by index. `Err` means the whole call failed and nothing is known to have
+    /// been applied.
+    async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError>;
+}

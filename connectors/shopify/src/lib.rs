@@ -1,0 +1,1 @@
+//! omnisync connector for shopify (in progress).

@@ -1,0 +1,1 @@
+//! omnisync connector for tryton (in progress).

@@ -1,0 +1,2 @@
+//! The `omnisync` binary.
+fn main() {}
