@@ -1,7 +1,28 @@
 //! # omnisync
 //!
 //! The channel-sync daemon as a library, so the binary, the integration tests and the
-//! benchmarks drive the same code. Module map:
+//! benchmarks drive the same code. Module map (see ARCHITECTURE.md for the flow):
 //!
+//! - [`config`]: TOML + environment, strict parsing, whole-config validation;
+//! - [`schedule`]: cron schedules (crontab lines accepted);
+//! - [`registry`]: connector kinds → connector crates;
 //! - [`planner`]: pure reconciliation (canonical × observed × rules → plan);
+//! - [`store`]: SQLite/PostgreSQL state, outbox, dead letters, runs;
+//! - [`outbox`]: batched, retried, per-item-settled pushes;
+//! - [`engine`]: the reconcile pass that ties them together;
+//! - [`report`]: run reports as table, JSON, CSV;
+//! - [`daemon`]: `omnisync run` — schedules, signals, systemd notify;
+//! - [`demo`]: `omnisync demo` and `omnisync sim` — simulators + a real engine;
+//! - [`telemetry`]: logging.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
+pub mod outbox;
 pub mod planner;
+pub mod registry;
+pub mod report;
+pub mod schedule;
+pub mod store;
+pub mod telemetry;

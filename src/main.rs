@@ -1,2 +1,258 @@
-//! The `omnisync` binary.
-fn main() {}
+//! The `omnisync` command line: `run`, `check-config`, `reconcile`, `report`, `sim`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use omnisync::config::Config;
+use omnisync::engine::{Engine, Scope};
+use omnisync::report::RunReport;
+use omnisync::store::Store;
+
+#[derive(Parser)]
+#[command(name = "omnisync", version, about = "Keeps prices and stock consistent across ERP, webshops, marketplaces and social catalogs.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file (TOML). `OMNISYNC__SECTION__KEY` environment variables override it.
+    #[arg(long, short, env = "OMNISYNC_CONFIG", default_value = "/etc/omnisync/omnisync.toml")]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: scheduled polls and reconciles, the outbox, systemd notify.
+    Run(ConfigArg),
+    /// Check a config file: exits 0 when valid, otherwise lists every problem (file, key,
+    /// reason) and exits 2.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also call every connector's healthcheck.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Run one reconcile pass now.
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// List what would be pushed; push nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this target channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only these SKUs (repeatable).
+        #[arg(long = "sku")]
+        skus: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show a recorded run.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// `latest` or a run id.
+        #[arg(long, default_value = "latest")]
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Start the four simulators on loopback with a consistent catalog, write a config for
+    /// them, and serve until Ctrl-C (for rehearsals).
+    Sim {
+        /// First port (ERP); the webshop, marketplace and social simulators take the next three.
+        #[arg(long, default_value_t = 18080)]
+        port_base: u16,
+        /// Catalog size.
+        #[arg(long, default_value_t = 1000)]
+        skus: usize,
+        /// Where to write the daemon config for these simulators.
+        #[arg(long, default_value = "omnisync-sim.toml")]
+        write_config: PathBuf,
+        /// The database that config should use.
+        #[arg(long, default_value = "sqlite://omnisync-sim.db")]
+        database: String,
+    },
+    /// Simulators + a temporary SQLite database: seed, drift, converge, report.
+    Demo {
+        /// Catalog size.
+        #[arg(long, default_value_t = 1000)]
+        skus: usize,
+        /// Print the final report as JSON on the last line.
+        #[arg(long)]
+        json: bool,
+        /// Keep the config and database in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Give up after this many passes.
+        #[arg(long, default_value_t = 8)]
+        max_passes: usize,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn print_report(r: &RunReport, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Table => print!("{}", r.table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(r)?),
+        Format::Csv => print!("{}", r.csv()?),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(c) => {
+            let config = match load(&c.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            omnisync::telemetry::init(&config.daemon.log_format);
+            omnisync::daemon::run(config).await?;
+        }
+        Command::CheckConfig { config, connect } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            for c in &cfg.connectors {
+                if let Err(e) = omnisync::registry::build(&c.kind, &c.settings) {
+                    eprintln!("{}: connectors.{}: {e}", cfg.file.display(), c.id);
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            if connect {
+                omnisync::telemetry::init("human");
+                let store = Store::open("sqlite::memory:").await?;
+                let engine = Engine::new(cfg.clone(), store)?;
+                let mut ok = true;
+                for (id, r) in engine.healthcheck().await {
+                    match r {
+                        Ok(()) => println!("{id}: ok"),
+                        Err(e) => {
+                            ok = false;
+                            println!("{id}: FAILED: {e}");
+                        }
+                    }
+                }
+                if !ok {
+                    return Ok(ExitCode::from(3));
+                }
+            }
+            println!("{}: ok ({} connectors)", cfg.file.display(), cfg.connectors.len());
+        }
+        Command::Reconcile {
+            config,
+            dry_run,
+            channel,
+            skus,
+            format,
+        } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            omnisync::telemetry::init(&cfg.daemon.log_format);
+            let store = Store::open(&cfg.daemon.database).await?;
+            let engine = Engine::new(cfg, store)?;
+            let scope = Scope {
+                channel,
+                skus: (!skus.is_empty()).then_some(skus),
+                dry_run,
+            };
+            let report = engine.reconcile(&scope).await?;
+            print_report(&report, format)?;
+            if report.status != "ok" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Report {
+            config,
+            run,
+            format,
+        } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cfg.daemon.database).await?;
+            let id = match run.as_str() {
+                "latest" => None,
+                n => Some(n.parse::<i64>().with_context(|| format!("--run {n:?}: expected latest or a run id"))?),
+            };
+            let Some(row) = store.run(id).await? else {
+                eprintln!("no such run ({run}) in {}", cfg.daemon.database);
+                return Ok(ExitCode::FAILURE);
+            };
+            let Some(json) = row.report else {
+                eprintln!("run {} has not finished", row.id);
+                return Ok(ExitCode::FAILURE);
+            };
+            let report: RunReport = serde_json::from_str(&json).context("reading the stored report")?;
+            print_report(&report, format)?;
+        }
+        Command::Sim {
+            port_base,
+            skus,
+            write_config,
+            database,
+        } => {
+            omnisync::telemetry::init("human");
+            omnisync::demo::serve_simulators(port_base, skus, &write_config, &database).await?;
+        }
+        Command::Demo {
+            skus,
+            json,
+            dir,
+            max_passes,
+        } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                omnisync::telemetry::init("human");
+            }
+            let outcome = omnisync::demo::run(omnisync::demo::DemoOptions {
+                skus,
+                json,
+                dir,
+                max_passes,
+            })
+            .await?;
+            if !outcome.converged {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,30 @@
-//! omnisync connector for ebay (in progress).
+//! # omnisync-ebay
+//!
+//! The omnisync connector for eBay, a marketplace target: one price and one quantity per
+//! listing, kept in line with the ERP.
+//!
+//! - [`connector`]: the adapter ([`EbayConnector`], built by [`connect`]) over the Sell
+//!   Inventory API (`getInventoryItems`, `bulkGetInventoryItem`, `getOffers`,
+//!   `bulkUpdatePriceQuantity`) and, for offer prices in full reads, the Sell Feed API's
+//!   active inventory report;
+//! - [`settings`]: its configuration ([`Settings`]);
+//! - [`api`]: the wire format shared by adapter and simulator;
+//! - [`report`]: reading and writing the active inventory report file;
+//! - [`sim`]: a loopback simulator speaking the same API, for tests, the demo and rehearsals.
+//!
+//! Records: `external_id` = the seller SKU, stock under
+//! [`omnisync_sdk::StockLevel::DEFAULT_LOCATION`] (`"default"`), the offer in the
+//! marketplace currency (never a sale price: eBay's Inventory API has none), refs
+//! `offer_id` (when known) and `listing_id`.
+
+pub mod api;
+pub mod connector;
+pub mod report;
+pub mod settings;
+pub mod sim;
+
+pub use connector::{EbayConnector, REF_LISTING_ID, REF_OFFER_ID, connect};
+pub use settings::Settings;
+
+/// The connector kind in the daemon's config.
+pub const KIND: &str = "ebay";

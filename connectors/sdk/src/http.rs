@@ -136,8 +136,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
-fn transport_error(operation: &str, e: &reqwest::Error) -> ConnectorError {
-    // reqwest's Display includes the URL; our URLs never carry credentials.
+/// Maps a transport failure, without the URL (signed URLs carry credentials in the query).
+pub fn transport_error(operation: &str, e: &reqwest::Error) -> ConnectorError {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -145,7 +145,11 @@ fn transport_error(operation: &str, e: &reqwest::Error) -> ConnectorError {
     } else {
         "transport error"
     };
-    ConnectorError::transient(operation, format!("{what}: {e}"))
+    let detail = match std::error::Error::source(e) {
+        Some(source) => format!("{what}: {source}"),
+        None => what.to_string(),
+    };
+    ConnectorError::transient(operation, detail)
 }
 
 /// A short, printable quote of a body for error messages.

@@ -170,6 +170,11 @@ pub trait SimControl: Send + Sync + 'static {
     fn seed(&self, records: Vec<SimRecord>);
     /// All listings, sorted by SKU.
     fn records(&self) -> Vec<SimRecord>;
+    /// One listing by SKU. The default scans [`SimControl::records`]; simulators override
+    /// it with a direct lookup.
+    fn record(&self, sku: &str) -> Option<SimRecord> {
+        self.records().into_iter().find(|r| r.sku == sku)
+    }
     /// Edits a listing's offer as a person in the channel's admin would. `false` if unknown.
     fn set_offer(&self, sku: &str, offer: Offer) -> bool;
     /// Sets the quantity at one location code. `false` if the SKU or location is unknown.
@@ -389,9 +394,10 @@ impl SimServer {
     /// Stops serving and waits for in-flight requests.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            // A panicked server task has nothing left to clean up.
-            let _ = task.await;
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
+            tracing::debug!(%error, "simulator task ended abnormally");
         }
     }
 }

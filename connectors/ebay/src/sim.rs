@@ -1,0 +1,1098 @@
+//! A loopback eBay: the Sell Inventory and Sell Feed API calls the adapter makes, over an
+//! in-memory catalog, with eBay's limits and error answers.
+//!
+//! | call | behaves like eBay |
+//! |---|---|
+//! | `GET /sell/inventory/v1/inventory_item?limit=&offset=` | `offset` is the page number; `limit` 1–[`SimOptions::max_page_size`] else 400 errorId 25706; `next` only when there is a next page; `size` = number of pages (as documented) |
+//! | `POST /sell/inventory/v1/bulk_get_inventory_item` | ≤ [`SimOptions::max_batch`] SKUs else 400 25727; duplicates 400 25734; unknown SKU → that entry 404 with 25702; HTTP 207 when mixed |
+//! | `GET /sell/inventory/v1/offer?sku=` | the SKU's one published fixed-price offer; 404 with 25713 when there is none |
+//! | `POST /sell/inventory/v1/bulk_update_price_quantity` | ≤ [`SimOptions::max_batch`] requests else 400 25727; per request: unknown SKU 25702, negative quantity 25004, price ≤ 0 or too precise 25003, wrong currency 25709, foreign offer id 25713 → that request's entries 400, the others applied; HTTP 207 when mixed |
+//! | `POST /sell/feed/v1/inventory_task` | `LMS_ACTIVE_INVENTORY_REPORT`, schema `1.0`, `X-EBAY-C-MARKETPLACE-ID` required (400 160027); 202 + `Location`; more unfinished tasks than [`SimOptions::max_concurrent_report_tasks`] → 409 160024 |
+//! | `GET /sell/feed/v1/inventory_task/{id}` | `QUEUED`, `IN_PROCESS`, then `COMPLETED` once [`SimOptions::report_delay`] has passed |
+//! | `GET /sell/feed/v1/task/{id}/download_result_file` | a ZIP holding the report XML, snapshotted when the task was created |
+//!
+//! Every API call needs `Authorization: Bearer <SimOptions::access_token>` (else 401 errorId
+//! 1001 "Invalid access token", domain `OAuth`), and counts against a per-second limit and a
+//! call quota per window (else 429 errorId 2001 "Too many requests", domain `ACCESS`). The
+//! simulator sends `Retry-After` with its 429s; whether eBay does is unconfirmed (the adapter
+//! falls back to `Settings::throttle_retry_after_secs`).
+//!
+//! State: listings in a `Vec` sorted by SKU (binary search by SKU, a page is a slice: O(page
+//! size) per request), so 100,000 listings seed and page quickly. Every listing has one
+//! published fixed-price offer; stock lives under the location code `"default"` and prices
+//! in [`SimOptions::currency`], as the adapter reports them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use omnisync_sdk::sim::{
+    Faults, SimControl, SimCounters, SimRecord, SimServer, admin_router, fault_layer,
+};
+use omnisync_sdk::{Currency, Money, Offer, SecretRef, StockLevel};
+use serde_json::json;
+
+use crate::KIND;
+use crate::api::{
+    self, ACTIVE_INVENTORY_REPORT, Amount, Availability, BulkGetInventoryItem, BulkPriceQuantity,
+    BulkPriceQuantityResponse, CreateInventoryTaskRequest, ErrorDetail, ErrorsBody,
+    GetInventoryItemResponse, InventoryItem, MARKETPLACE_HEADER, PriceQuantity,
+    PriceQuantityResponse, Product, ShipToLocationAvailability,
+};
+use crate::report::{self, ReportLine};
+use crate::settings::Settings;
+
+/// How the simulator behaves. `Default` gives eBay's documented limits and the demo
+/// credentials: the access token `ebay-sim-token` on marketplace `EBAY_DE`, in EUR.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The OAuth user access token accepted as `Authorization: Bearer …`. Demo:
+    /// `ebay-sim-token`.
+    pub access_token: String,
+    /// The marketplace (`EBAY_DE`).
+    pub marketplace_id: String,
+    /// The marketplace currency (EUR).
+    pub currency: Currency,
+    /// Largest `limit` of `getInventoryItems` (200, current documentation).
+    pub max_page_size: u32,
+    /// Most requests in one `bulk_update_price_quantity` or `bulk_get_inventory_item` (25).
+    pub max_batch: usize,
+    /// API requests per second before 429 (`None`: no limit). eBay documents no per-second
+    /// limit for these calls; the default, 50, is the simulator's own.
+    pub requests_per_second: Option<u32>,
+    /// API requests per [`SimOptions::quota_window`] before 429 (`None`: no quota). eBay's
+    /// quotas are per app per day; the Inventory API's number is unconfirmed (a figure of
+    /// 2,000,000 circulates, which is the default).
+    pub quota_per_window: Option<u64>,
+    /// The quota window (one day).
+    pub quota_window: Duration,
+    /// How long an active inventory report task takes (100 ms).
+    pub report_delay: Duration,
+    /// Unfinished report tasks allowed at once before 409 errorId 160024 (1; eBay's number is
+    /// unconfirmed).
+    pub max_concurrent_report_tasks: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            access_token: "ebay-sim-token".to_string(),
+            marketplace_id: "EBAY_DE".to_string(),
+            currency: Currency::EUR,
+            max_page_size: 200,
+            max_batch: 25,
+            requests_per_second: Some(50),
+            quota_per_window: Some(2_000_000),
+            quota_window: Duration::from_secs(86_400),
+            report_delay: Duration::from_millis(100),
+            max_concurrent_report_tasks: 1,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Adapter settings that work against a simulator with these options at `base_url`
+    /// (a literal token, short report polling, a request budget that never holds tests up).
+    pub fn settings(&self, base_url: &str) -> Settings {
+        let mut s = Settings::new(SecretRef::Literal(self.access_token.clone()));
+        s.base_url = base_url.to_string();
+        s.marketplace_id = self.marketplace_id.clone();
+        s.currency = self.currency;
+        s.page_size = self.max_page_size.clamp(1, 100);
+        s.max_batch = self.max_batch.clamp(1, 25);
+        s.max_read_batch = self.max_batch.clamp(1, 25);
+        s.report_poll_interval_ms = 20;
+        s.report_timeout_secs = 30;
+        s.report_download_timeout_secs = 30;
+        s.throttle_retry_after_secs = 1;
+        s.request_timeout_secs = 10;
+        s.requests_per_second = 10_000;
+        s.burst = 10_000;
+        s
+    }
+}
+
+/// One listing: an inventory item and its offer.
+#[derive(Debug, Clone)]
+struct Item {
+    sku: String,
+    title: String,
+    quantity: i64,
+    offer: SimOffer,
+}
+
+#[derive(Debug, Clone)]
+struct SimOffer {
+    offer_id: String,
+    listing_id: String,
+    price: Money,
+    /// Set by `availableQuantity`; otherwise the offer follows the item's quantity.
+    available_quantity: Option<i64>,
+}
+
+impl Item {
+    fn listed_quantity(&self) -> i64 {
+        match self.offer.available_quantity {
+            Some(q) => q.min(self.quantity),
+            None => self.quantity,
+        }
+    }
+}
+
+struct Task {
+    created: Instant,
+    creation_date: String,
+    listing_format: Option<String>,
+    file: Bytes,
+}
+
+#[derive(Default)]
+struct SimState {
+    /// Sorted by SKU.
+    items: Vec<Item>,
+    next_id: u64,
+    tasks: HashMap<String, Task>,
+    next_task: u64,
+}
+
+impl SimState {
+    fn find(&self, sku: &str) -> Result<usize, usize> {
+        self.items.binary_search_by(|i| i.sku.as_str().cmp(sku))
+    }
+
+    fn new_offer(&mut self, price: Money) -> SimOffer {
+        self.next_id += 1;
+        SimOffer {
+            offer_id: (5_000_000_000u64 + self.next_id).to_string(),
+            listing_id: (110_000_000_000u64 + self.next_id).to_string(),
+            price,
+            available_quantity: None,
+        }
+    }
+
+    fn item_from(&mut self, record: SimRecord) -> Item {
+        let quantity = record
+            .stock
+            .get(StockLevel::DEFAULT_LOCATION)
+            .copied()
+            .unwrap_or(0);
+        let offer = self.new_offer(record.offer.effective());
+        Item {
+            sku: record.sku,
+            title: record.title,
+            quantity,
+            offer,
+        }
+    }
+}
+
+struct RateWindow {
+    second_start: Instant,
+    second_count: u32,
+    window_start: Instant,
+    window_count: u64,
+}
+
+/// The simulator's state and admin surface.
+pub struct Simulator {
+    options: SimOptions,
+    state: Mutex<SimState>,
+    rate: Mutex<RateWindow>,
+    faults: Faults,
+    counters: SimCounters,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("marketplace_id", &self.options.marketplace_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a simulator on `addr` (`127.0.0.1:0` for an ephemeral port): the API behind the
+/// fault layer, plus the `/__sim` admin API.
+pub async fn start(
+    addr: SocketAddr,
+    options: SimOptions,
+) -> std::io::Result<(Arc<Simulator>, SimServer)> {
+    let sim = Arc::new(Simulator::new(options));
+    let app = fault_layer(sim.api_router(), sim.clone()).merge(admin_router(sim.clone()));
+    let server = SimServer::start(app, addr).await?;
+    Ok((sim, server))
+}
+
+impl Simulator {
+    /// An empty simulator.
+    pub fn new(options: SimOptions) -> Self {
+        let now = Instant::now();
+        Simulator {
+            options,
+            state: Mutex::new(SimState::default()),
+            rate: Mutex::new(RateWindow {
+                second_start: now,
+                second_count: 0,
+                window_start: now,
+                window_count: 0,
+            }),
+            faults: Faults::default(),
+            counters: SimCounters::default(),
+        }
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    /// The offer id of a SKU's listing.
+    pub fn offer_id(&self, sku: &str) -> Option<String> {
+        let state = self.lock();
+        state
+            .find(sku)
+            .ok()
+            .map(|i| state.items[i].offer.offer_id.clone())
+    }
+
+    /// Report tasks created so far.
+    pub fn report_tasks(&self) -> usize {
+        self.lock().tasks.len()
+    }
+
+    /// The API routes (without fault layer and admin API; [`start`] adds both).
+    pub fn api_router(self: &Arc<Self>) -> Router {
+        let inv = api::INVENTORY;
+        let feed = api::FEED;
+        Router::new()
+            .route(&format!("{inv}/inventory_item"), get(get_inventory_items))
+            .route(
+                &format!("{inv}/bulk_get_inventory_item"),
+                post(bulk_get_inventory_item),
+            )
+            .route(&format!("{inv}/offer"), get(get_offers))
+            .route(
+                &format!("{inv}/bulk_update_price_quantity"),
+                post(bulk_update_price_quantity),
+            )
+            .route(
+                &format!("{feed}/inventory_task"),
+                post(create_inventory_task),
+            )
+            .route(
+                &format!("{feed}/inventory_task/{{task_id}}"),
+                get(get_inventory_task),
+            )
+            .route(
+                &format!("{feed}/task/{{task_id}}/download_result_file"),
+                get(get_result_file),
+            )
+            .layer(middleware::from_fn_with_state(self.clone(), guard))
+            .with_state(self.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a request against the limits; `Some(seconds to wait)` when it is over.
+    fn take_budget(&self) -> Option<u64> {
+        let mut r = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(rps) = self.options.requests_per_second {
+            if now.duration_since(r.second_start) >= Duration::from_secs(1) {
+                r.second_start = now;
+                r.second_count = 0;
+            }
+            if r.second_count >= rps {
+                return Some(1);
+            }
+        }
+        if let Some(quota) = self.options.quota_per_window {
+            let elapsed = now.duration_since(r.window_start);
+            if elapsed >= self.options.quota_window {
+                r.window_start = now;
+                r.window_count = 0;
+            } else if r.window_count >= quota {
+                let left = self.options.quota_window - elapsed;
+                return Some(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+            }
+        }
+        r.second_count += 1;
+        r.window_count += 1;
+        None
+    }
+
+    fn inventory_item_json(&self, item: &Item) -> serde_json::Value {
+        let mut v = serde_json::to_value(InventoryItem {
+            sku: Some(item.sku.clone()),
+            locale: Some(self.locale()),
+            product: Some(Product {
+                title: Some(item.title.clone()).filter(|t| !t.is_empty()),
+                ..Product::default()
+            }),
+            availability: Some(Availability {
+                ship_to_location_availability: Some(ShipToLocationAvailability {
+                    quantity: Some(item.quantity),
+                }),
+            }),
+        })
+        .unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("condition".into(), json!("NEW"));
+        }
+        v
+    }
+
+    fn locale(&self) -> String {
+        match self.options.marketplace_id.as_str() {
+            "EBAY_US" => "en_US",
+            "EBAY_GB" => "en_GB",
+            "EBAY_FR" => "fr_FR",
+            "EBAY_IT" => "it_IT",
+            "EBAY_ES" => "es_ES",
+            _ => "de_DE",
+        }
+        .to_string()
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn ebay_error(status: StatusCode, errors: Vec<ErrorDetail>) -> Response {
+    (status, axum::Json(ErrorsBody { errors })).into_response()
+}
+
+fn inventory_error(id: i64, message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail::new(id, "API_INVENTORY", "REQUEST", message)
+}
+
+fn feed_error(id: i64, category: &str, message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail::new(id, "API_FEED", category, message)
+}
+
+fn invalid_json() -> Response {
+    let mut e = ErrorDetail::new(
+        api::ERR_INVALID_REQUEST,
+        "ACCESS",
+        "REQUEST",
+        "Invalid request",
+    );
+    e.long_message =
+        Some("The request has errors. For help, see the documentation for this API.".to_string());
+    ebay_error(StatusCode::BAD_REQUEST, vec![e])
+}
+
+/// Auth, then the rate limits.
+async fn guard(State(sim): State<Arc<Simulator>>, request: Request, next: Next) -> Response {
+    let authorized = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| token == sim.options.access_token);
+    if !authorized {
+        let mut e = ErrorDetail::new(
+            api::ERR_INVALID_TOKEN,
+            "OAuth",
+            "REQUEST",
+            "Invalid access token",
+        );
+        e.long_message = Some(
+            "Invalid access token. Check the value of the Authorization HTTP request header."
+                .to_string(),
+        );
+        return ebay_error(StatusCode::UNAUTHORIZED, vec![e]);
+    }
+    if let Some(wait) = sim.take_budget() {
+        sim.counters.throttled();
+        let mut e = ErrorDetail::new(
+            api::ERR_TOO_MANY_REQUESTS,
+            "ACCESS",
+            "REQUEST",
+            "Too many requests.",
+        );
+        e.long_message = Some("The request limit has been reached for the resource.".to_string());
+        let mut response = ebay_error(StatusCode::TOO_MANY_REQUESTS, vec![e]);
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    next.run(request).await
+}
+
+fn pagination_error(message: String) -> Response {
+    ebay_error(
+        StatusCode::BAD_REQUEST,
+        vec![inventory_error(
+            api::ERR_PAGINATION,
+            format!("You have provided invalid pagination values. {message}."),
+        )],
+    )
+}
+
+async fn get_inventory_items(
+    State(sim): State<Arc<Simulator>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let max = sim.options.max_page_size;
+    let limit = match q.get("limit").map(|v| v.trim().parse::<u32>()) {
+        None => 25.min(max),
+        Some(Ok(l)) if (1..=max).contains(&l) => l,
+        Some(_) => return pagination_error(format!("limit must be an integer from 1 to {max}")),
+    };
+    let offset = match q.get("offset").map(|v| v.trim().parse::<u64>()) {
+        None => 0,
+        Some(Ok(o)) => o,
+        Some(Err(_)) => {
+            return pagination_error("offset must be an integer of 0 or more".to_string());
+        }
+    };
+    let state = sim.lock();
+    let total = state.items.len() as u64;
+    let start = offset.saturating_mul(u64::from(limit));
+    let end = start.saturating_add(u64::from(limit)).min(total);
+    let page: Vec<serde_json::Value> = if start < total {
+        state.items[start as usize..end as usize]
+            .iter()
+            .map(|i| sim.inventory_item_json(i))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    drop(state);
+    let path = format!("{}/inventory_item", api::INVENTORY);
+    let mut body = json!({
+        "href": format!("{path}?limit={limit}&offset={offset}"),
+        "limit": limit,
+        "size": total.div_ceil(u64::from(limit)),
+        "total": total,
+        "inventoryItems": page,
+    });
+    if end < total {
+        body["next"] = json!(format!("{path}?limit={limit}&offset={}", offset + 1));
+    }
+    if offset > 0 {
+        body["prev"] = json!(format!("{path}?limit={limit}&offset={}", offset - 1));
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn too_many(max: usize) -> Response {
+    ebay_error(
+        StatusCode::BAD_REQUEST,
+        vec![inventory_error(
+            api::ERR_TOO_MANY_ITEMS,
+            format!("The number of InventoryItems in the request cannot exceed {max}."),
+        )],
+    )
+}
+
+async fn bulk_get_inventory_item(State(sim): State<Arc<Simulator>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<BulkGetInventoryItem>(&body) else {
+        return invalid_json();
+    };
+    if req.requests.is_empty() {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![inventory_error(
+                api::ERR_INVALID_VALUE,
+                "Invalid request. Invalid value for field requests",
+            )],
+        );
+    }
+    if req.requests.len() > sim.options.max_batch {
+        return too_many(sim.options.max_batch);
+    }
+    let mut seen = HashSet::new();
+    if !req.requests.iter().all(|r| seen.insert(r.sku.as_str())) {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![inventory_error(
+                25734,
+                "SKU should be unique in the request.",
+            )],
+        );
+    }
+    let state = sim.lock();
+    let responses: Vec<GetInventoryItemResponse> = req
+        .requests
+        .iter()
+        .map(|r| match state.find(&r.sku) {
+            Ok(i) => GetInventoryItemResponse {
+                sku: Some(r.sku.clone()),
+                status_code: Some(200),
+                inventory_item: Some(sim.inventory_item_json(&state.items[i])),
+                ..Default::default()
+            },
+            Err(_) => GetInventoryItemResponse {
+                sku: Some(r.sku.clone()),
+                status_code: Some(404),
+                errors: vec![inventory_error(
+                    api::ERR_SKU_NOT_AVAILABLE,
+                    format!("SKU {} is not available in the system", r.sku),
+                )],
+                ..Default::default()
+            },
+        })
+        .collect();
+    drop(state);
+    let status = if responses.iter().all(|r| r.status_code == Some(200)) {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    (status, axum::Json(json!({ "responses": responses }))).into_response()
+}
+
+async fn get_offers(
+    State(sim): State<Arc<Simulator>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(sku) = q.get("sku").filter(|s| !s.is_empty()) else {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![inventory_error(
+                api::ERR_INVALID_VALUE,
+                "Invalid value for sku.",
+            )],
+        );
+    };
+    let other_marketplace = q
+        .get("marketplace_id")
+        .is_some_and(|m| *m != sim.options.marketplace_id);
+    let state = sim.lock();
+    let found = match state.find(sku) {
+        Ok(i) if !other_marketplace => Some(state.items[i].clone()),
+        _ => None,
+    };
+    drop(state);
+    let Some(item) = found else {
+        return ebay_error(
+            StatusCode::NOT_FOUND,
+            vec![inventory_error(
+                api::ERR_OFFER_NOT_AVAILABLE,
+                format!("This Offer is not available : {sku}."),
+            )],
+        );
+    };
+    let offer = json!({
+        "offerId": item.offer.offer_id,
+        "sku": item.sku,
+        "marketplaceId": sim.options.marketplace_id,
+        "format": "FIXED_PRICE",
+        "availableQuantity": item.listed_quantity(),
+        "pricingSummary": {"price": {
+            "value": item.offer.price.major_string(),
+            "currency": item.offer.price.currency.code(),
+        }},
+        "listingDuration": "GTC",
+        "status": "PUBLISHED",
+        "listing": {"listingId": item.offer.listing_id, "listingStatus": "ACTIVE", "soldQuantity": 0},
+    });
+    let body = json!({
+        "href": format!("{}/offer?sku={}", api::INVENTORY, urlencoding::encode(sku)),
+        "limit": 100,
+        "size": 1,
+        "total": 1,
+        "offers": [offer],
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Checks one request of `bulk_update_price_quantity` against the catalog.
+fn check_request(
+    sim: &Simulator,
+    state: &SimState,
+    req: &PriceQuantity,
+) -> Result<(usize, Option<Money>), Vec<ErrorDetail>> {
+    let mut errors = Vec::new();
+    let Some(sku) = req.sku.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(vec![inventory_error(
+            api::ERR_INVALID_VALUE,
+            "Invalid value for sku.",
+        )]);
+    };
+    let Ok(index) = state.find(sku) else {
+        return Err(vec![inventory_error(
+            api::ERR_SKU_NOT_AVAILABLE,
+            format!("SKU {sku} is not available in the system"),
+        )]);
+    };
+    if req.ship_to_location_availability.is_none() && req.offers.is_empty() {
+        errors.push(inventory_error(
+            api::ERR_INVALID_VALUE,
+            "Invalid value for shipToLocationAvailability. Either shipToLocationAvailability or offers is required.",
+        ));
+    }
+    if let Some(ship) = &req.ship_to_location_availability {
+        match ship.quantity {
+            Some(q) if q >= 0 => {}
+            Some(_) => errors.push(inventory_error(
+                api::ERR_INVALID_QUANTITY,
+                "Invalid quantity. The quantity must be 0 or more.",
+            )),
+            None => errors.push(inventory_error(
+                api::ERR_INVALID_VALUE,
+                "Invalid value for shipToLocationAvailability.quantity.",
+            )),
+        }
+    }
+    let mut new_price = None;
+    let item = &state.items[index];
+    for offer in &req.offers {
+        if offer.offer_id != item.offer.offer_id {
+            errors.push(inventory_error(
+                api::ERR_OFFER_NOT_AVAILABLE,
+                format!("This Offer is not available : {}.", offer.offer_id),
+            ));
+            continue;
+        }
+        if offer.available_quantity.is_none() && offer.price.is_none() {
+            errors.push(inventory_error(
+                api::ERR_INVALID_VALUE,
+                "Invalid value for offers. availableQuantity or price is required.",
+            ));
+        }
+        if offer.available_quantity.is_some_and(|q| q < 0) {
+            errors.push(inventory_error(
+                api::ERR_INVALID_QUANTITY,
+                "Invalid quantity. The availableQuantity must be 0 or more.",
+            ));
+        }
+        if let Some(Amount { value, currency }) = &offer.price {
+            if currency != sim.options.currency.code() {
+                errors.push(inventory_error(
+                    api::ERR_INVALID_VALUE,
+                    format!(
+                        "Invalid value for price.currency. The marketplace currency is {}.",
+                        sim.options.currency
+                    ),
+                ));
+            } else {
+                match Money::parse_major(value, sim.options.currency) {
+                    Ok(m) if m.minor > 0 => new_price = Some(m),
+                    _ => errors.push(inventory_error(
+                        api::ERR_INVALID_PRICE,
+                        format!("Invalid price. {value:?} is not a price greater than 0."),
+                    )),
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok((index, new_price))
+    } else {
+        Err(errors)
+    }
+}
+
+async fn bulk_update_price_quantity(State(sim): State<Arc<Simulator>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<BulkPriceQuantity>(&body) else {
+        return invalid_json();
+    };
+    if req.requests.is_empty() {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![inventory_error(
+                api::ERR_INVALID_VALUE,
+                "Invalid value for requests.",
+            )],
+        );
+    }
+    if req.requests.len() > sim.options.max_batch {
+        return too_many(sim.options.max_batch);
+    }
+    sim.counters.write(req.requests.len());
+    let mut responses = Vec::new();
+    let mut state = sim.lock();
+    for r in &req.requests {
+        let entries = |status: u16, errors: Vec<ErrorDetail>| -> Vec<PriceQuantityResponse> {
+            if r.offers.is_empty() {
+                vec![PriceQuantityResponse {
+                    status_code: Some(status),
+                    sku: r.sku.clone(),
+                    errors,
+                    ..Default::default()
+                }]
+            } else {
+                r.offers
+                    .iter()
+                    .map(|o| PriceQuantityResponse {
+                        status_code: Some(status),
+                        sku: r.sku.clone(),
+                        offer_id: Some(o.offer_id.clone()),
+                        errors: errors.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }
+        };
+        match check_request(&sim, &state, r) {
+            Err(errors) => responses.extend(entries(400, errors)),
+            Ok((index, price)) => {
+                let item = &mut state.items[index];
+                if let Some(q) = r
+                    .ship_to_location_availability
+                    .as_ref()
+                    .and_then(|s| s.quantity)
+                {
+                    item.quantity = q;
+                }
+                for o in &r.offers {
+                    if let Some(q) = o.available_quantity {
+                        item.offer.available_quantity = Some(q);
+                    }
+                }
+                if let Some(p) = price {
+                    item.offer.price = p;
+                }
+                responses.extend(entries(200, Vec::new()));
+            }
+        }
+    }
+    drop(state);
+    let status = if responses.iter().all(|r| r.status_code == Some(200)) {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    (status, axum::Json(BulkPriceQuantityResponse { responses })).into_response()
+}
+
+async fn create_inventory_task(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let marketplace_ok = headers
+        .get(MARKETPLACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m == sim.options.marketplace_id);
+    if !marketplace_ok {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![feed_error(
+                160027,
+                "REQUEST",
+                "The X-EBAY-C-MARKETPLACE-ID header is missing or invalid.",
+            )],
+        );
+    }
+    let Ok(req) = serde_json::from_slice::<CreateInventoryTaskRequest>(&body) else {
+        return invalid_json();
+    };
+    if req.feed_type.as_deref() != Some(ACTIVE_INVENTORY_REPORT) {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![feed_error(
+                160017,
+                "REQUEST",
+                "The 'feedType' is missing or invalid.",
+            )],
+        );
+    }
+    if req.schema_version.as_deref() != Some("1.0") {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![feed_error(
+                160018,
+                "REQUEST",
+                "The 'schemaVersion' is invalid.",
+            )],
+        );
+    }
+    let listing_format = req.filter_criteria.and_then(|f| f.listing_format);
+    if let Some(f) = &listing_format
+        && f != "FIXED_PRICE"
+        && f != "AUCTION"
+    {
+        return ebay_error(
+            StatusCode::BAD_REQUEST,
+            vec![feed_error(
+                160019,
+                "REQUEST",
+                format!("The 'filterCriteria' is invalid. listingFormat {f} is not supported."),
+            )],
+        );
+    }
+
+    // Snapshot under the lock; build the file outside it.
+    let (task_id, lines) = {
+        let mut state = sim.lock();
+        let running = state
+            .tasks
+            .values()
+            .filter(|t| t.created.elapsed() < sim.options.report_delay)
+            .count();
+        if running >= sim.options.max_concurrent_report_tasks {
+            return ebay_error(
+                StatusCode::CONFLICT,
+                vec![feed_error(
+                    160024,
+                    "BUSINESS",
+                    "You have reached the maximum number of feed tasks that can be queued or \
+                     processed concurrently. Wait for current tasks to complete before adding \
+                     tasks. For more information, see the documentation for this API.",
+                )],
+            );
+        }
+        state.next_task += 1;
+        let task_id = format!("task-40-{:010}", state.next_task);
+        // Every simulated offer is fixed price: an AUCTION report is empty.
+        let lines: Vec<ReportLine> = if listing_format.as_deref() == Some("AUCTION") {
+            Vec::new()
+        } else {
+            state
+                .items
+                .iter()
+                .map(|i| ReportLine {
+                    sku: i.sku.clone(),
+                    item_id: Some(i.offer.listing_id.clone()),
+                    price: Some(i.offer.price.major_string()),
+                    currency: Some(i.offer.price.currency.code().to_string()),
+                    quantity: Some(i.listed_quantity()),
+                })
+                .collect()
+        };
+        // Reserve the id so a concurrent create counts this task as running.
+        state.tasks.insert(
+            task_id.clone(),
+            Task {
+                created: Instant::now(),
+                creation_date: now_rfc3339(),
+                listing_format: listing_format.clone(),
+                file: Bytes::new(),
+            },
+        );
+        (task_id, lines)
+    };
+    let xml = report::write(&lines, &now_rfc3339());
+    let file = match report::zip(&xml, &format!("{task_id}.xml")) {
+        Ok(f) => Bytes::from(f),
+        Err(e) => {
+            return ebay_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![feed_error(
+                    160001,
+                    "APPLICATION",
+                    format!("There was a problem with an eBay internal system or process. {e}"),
+                )],
+            );
+        }
+    };
+    if let Some(t) = sim.lock().tasks.get_mut(&task_id) {
+        t.file = file;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_default();
+    let location = format!("{host}{}/inventory_task/{task_id}", api::FEED);
+    let mut response = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+fn task_status(sim: &Simulator, task: &Task) -> &'static str {
+    let age = task.created.elapsed();
+    if age >= sim.options.report_delay {
+        "COMPLETED"
+    } else if age >= sim.options.report_delay / 2 {
+        "IN_PROCESS"
+    } else {
+        "QUEUED"
+    }
+}
+
+fn no_task(task_id: &str) -> Response {
+    ebay_error(
+        StatusCode::NOT_FOUND,
+        vec![feed_error(
+            160003,
+            "REQUEST",
+            format!("Task {task_id} does not exist."),
+        )],
+    )
+}
+
+async fn get_inventory_task(
+    State(sim): State<Arc<Simulator>>,
+    Path(task_id): Path<String>,
+) -> Response {
+    let state = sim.lock();
+    let Some(task) = state.tasks.get(&task_id) else {
+        return no_task(&task_id);
+    };
+    let status = task_status(&sim, task);
+    let mut body = json!({
+        "taskId": task_id,
+        "status": status,
+        "feedType": ACTIVE_INVENTORY_REPORT,
+        "creationDate": task.creation_date,
+        "schemaVersion": "1.0",
+        "detailHref": format!("{}/inventory_task/{task_id}", api::FEED),
+    });
+    if status == "COMPLETED" {
+        body["completionDate"] = json!(task.creation_date);
+    }
+    if let Some(f) = &task.listing_format {
+        body["filterCriteria"] = json!({ "listingFormat": f });
+    }
+    drop(state);
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn get_result_file(
+    State(sim): State<Arc<Simulator>>,
+    Path(task_id): Path<String>,
+) -> Response {
+    let state = sim.lock();
+    let Some(task) = state.tasks.get(&task_id) else {
+        return no_task(&task_id);
+    };
+    if task_status(&sim, task) != "COMPLETED" || task.file.is_empty() {
+        return ebay_error(
+            StatusCode::NOT_FOUND,
+            vec![feed_error(
+                160014,
+                "REQUEST",
+                format!("No file found for task ID {task_id}."),
+            )],
+        );
+    }
+    let file = task.file.clone();
+    drop(state);
+    let disposition = format!("attachment; filename=\"{task_id}.zip\"");
+    let mut response = (StatusCode::OK, file).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
+/// The admin view of a listing: the price in the marketplace currency, the quantity under
+/// `"default"`.
+fn sim_record(item: &Item) -> SimRecord {
+    SimRecord {
+        sku: item.sku.clone(),
+        title: item.title.clone(),
+        offer: Offer::regular(item.offer.price),
+        stock: BTreeMap::from([(StockLevel::DEFAULT_LOCATION.to_string(), item.quantity)]),
+    }
+}
+
+impl SimControl for Simulator {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn seed(&self, records: Vec<SimRecord>) {
+        // Last record per SKU wins; the map sorts.
+        let unique: BTreeMap<String, SimRecord> =
+            records.into_iter().map(|r| (r.sku.clone(), r)).collect();
+        let mut state = self.lock();
+        state.tasks.clear();
+        let mut items = Vec::with_capacity(unique.len());
+        for record in unique.into_values() {
+            items.push(state.item_from(record));
+        }
+        state.items = items;
+    }
+
+    fn records(&self) -> Vec<SimRecord> {
+        self.lock().items.iter().map(sim_record).collect()
+    }
+
+    fn record(&self, sku: &str) -> Option<SimRecord> {
+        let state = self.lock();
+        state.find(sku).ok().map(|i| sim_record(&state.items[i]))
+    }
+
+    fn set_offer(&self, sku: &str, offer: Offer) -> bool {
+        let mut state = self.lock();
+        match state.find(sku) {
+            Ok(i) => {
+                state.items[i].offer.price = offer.effective();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn set_stock(&self, sku: &str, location: &str, quantity: i64) -> bool {
+        if location != StockLevel::DEFAULT_LOCATION {
+            return false;
+        }
+        let mut state = self.lock();
+        match state.find(sku) {
+            Ok(i) => {
+                let item = &mut state.items[i];
+                item.quantity = quantity;
+                item.offer.available_quantity = None;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn remove(&self, sku: &str) -> bool {
+        let mut state = self.lock();
+        match state.find(sku) {
+            Ok(i) => {
+                state.items.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn add(&self, record: SimRecord) {
+        let mut state = self.lock();
+        match state.find(&record.sku) {
+            Ok(i) => {
+                let item = &mut state.items[i];
+                item.title = record.title;
+                item.quantity = record
+                    .stock
+                    .get(StockLevel::DEFAULT_LOCATION)
+                    .copied()
+                    .unwrap_or(0);
+                item.offer.price = record.offer.effective();
+                item.offer.available_quantity = None;
+            }
+            Err(i) => {
+                let item = state.item_from(record);
+                state.items.insert(i, item);
+            }
+        }
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn counters(&self) -> &SimCounters {
+        &self.counters
+    }
+}

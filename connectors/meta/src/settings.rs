@@ -1,0 +1,308 @@
+//! Configuration of one Meta catalog connector instance.
+//!
+//! Every field is documented because the daemon's config file exposes them as they are
+//! (`[connectors.<id>.settings]` → [`Settings`]). Facts about the Graph API that are not
+//! confirmed in Meta's documentation (the throttling codes that apply to catalogs, how long a
+//! batch takes, what to send when creating an item) are settings with documented defaults.
+
+use std::collections::BTreeMap;
+
+use omnisync_sdk::{Currency, SecretRef};
+use serde::{Deserialize, Serialize};
+
+/// Settings of the Meta catalog connector.
+///
+/// ```toml
+/// catalog_id = "1234567890"
+/// access_token = "credential:meta-system-user-token"
+/// currency = "NOK"
+/// [create_fields]
+/// condition = "new"
+/// brand = "Example"
+/// link = "https://shop.example.com/p/{sku}"
+/// image_link = "https://shop.example.com/img/{sku}.jpg"
+/// description = "See the shop for details."
+/// ```
+///
+/// It also serializes (secrets as their references), so a demo can write a config file
+/// from [`crate::sim::SimOptions::settings`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Root URL of the Graph API, without the version: `https://graph.facebook.com` or, for
+    /// the simulator, `http://127.0.0.1:PORT`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The Graph API version path segment, e.g. `v25.0`. Every call goes to
+    /// `{base_url}/{graph_version}/…`.
+    #[serde(default = "default_graph_version")]
+    pub graph_version: String,
+    /// The product catalog id (numeric string from Commerce Manager).
+    pub catalog_id: String,
+    /// A system-user (or page) access token with the `catalog_management` permission, by
+    /// reference (`env:…`, `file:…`, `credential:…`). Sent as `Authorization: Bearer`, never
+    /// in the URL.
+    pub access_token: SecretRef,
+    /// The app secret, by reference, when the app has "Require App Secret" enabled: every
+    /// call then carries `appsecret_proof` (hex HMAC-SHA256 of the token keyed by the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret: Option<SecretRef>,
+    /// The catalog's currency (ISO 4217). Prices are written in it, and a product read in
+    /// another currency is reported without an offer (and a warning).
+    #[serde(default = "default_currency")]
+    pub currency: Currency,
+    /// Products per page of a full read (`limit` of `GET /{catalog_id}/products`). Larger
+    /// pages spend less of the `catalog_management` call budget; Graph caps a `limit` above
+    /// its maximum (which is not documented for this edge).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// The most SKUs read back in one `read_skus` call (one `retailer_id` `is_any` filter;
+    /// they travel in the query string, so keep it moderate).
+    #[serde(default = "default_read_batch")]
+    pub read_batch: usize,
+    /// The most requests sent in one `items_batch` call. Meta's limit is 5000 per call and it
+    /// recommends fewer than 3000.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// `allow_upsert` sent with every `items_batch` call: whether an UPDATE of an item the
+    /// catalog does not hold creates it (Meta's default is `true`).
+    #[serde(default = "default_true")]
+    pub allow_upsert: bool,
+    /// The `method` used for a create (`CREATE`, or `UPDATE` relying on `allow_upsert`).
+    #[serde(default = "default_create_method")]
+    pub create_method: CreateMethod,
+    /// Extra fields sent with every create, such as `condition`, `brand`, `link`,
+    /// `image_link` and `description`, which Meta requires for a new item but omnisync does
+    /// not know. `{sku}` in a value is replaced by the retailer id. Default:
+    /// `condition = "new"`.
+    #[serde(default = "default_create_fields")]
+    pub create_fields: BTreeMap<String, String>,
+    /// What is sent as `sale_price` to end a sale (an offer without a sale price). Meta's
+    /// batch documentation does not say how a field is cleared; the feed convention is an
+    /// empty value (unconfirmed for `items_batch`).
+    #[serde(default)]
+    pub no_sale_price_value: String,
+    /// How long to wait between two `check_batch_request_status` polls, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub batch_poll_interval_ms: u64,
+    /// How long a push waits for Meta to finish a batch, in seconds. When it runs out the push
+    /// fails as transient (the batch may still be applied; a retry writes the same values).
+    #[serde(default = "default_poll_timeout_secs")]
+    pub batch_poll_timeout_secs: u64,
+    /// Graph error codes that mean "throttled" (answered as
+    /// [`omnisync_sdk::ErrorKind::Throttled`]). Default: 4, 17, 32, 341, 613 and the
+    /// Business Use Case codes 80000–80014 (catalog batch is documented as 80014, catalog
+    /// management as 80009; which of the others can reach a catalog is unconfirmed).
+    #[serde(default = "default_throttle_codes")]
+    pub throttle_codes: Vec<i64>,
+    /// Total timeout of one HTTP request, in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Request budget: requests per second.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// Request budget: burst size.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+/// The batch `method` used for creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CreateMethod {
+    /// `CREATE`.
+    Create,
+    /// `UPDATE` (creates the item when `allow_upsert` is on).
+    Update,
+}
+
+impl CreateMethod {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CreateMethod::Create => "CREATE",
+            CreateMethod::Update => "UPDATE",
+        }
+    }
+}
+
+/// The Graph API host.
+pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
+/// The Graph API version the connector was written against.
+pub const DEFAULT_GRAPH_VERSION: &str = "v25.0";
+/// Meta's hard limit of requests in one `items_batch` call.
+pub const MAX_BATCH_LIMIT: usize = 5000;
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+fn default_graph_version() -> String {
+    DEFAULT_GRAPH_VERSION.to_string()
+}
+fn default_currency() -> Currency {
+    Currency::SEK
+}
+fn default_page_size() -> usize {
+    500
+}
+fn default_read_batch() -> usize {
+    100
+}
+fn default_batch_size() -> usize {
+    3000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_create_method() -> CreateMethod {
+    CreateMethod::Create
+}
+fn default_create_fields() -> BTreeMap<String, String> {
+    BTreeMap::from([("condition".to_string(), "new".to_string())])
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_poll_timeout_secs() -> u64 {
+    300
+}
+/// The default throttling codes (see [`Settings::throttle_codes`]).
+pub fn default_throttle_codes() -> Vec<i64> {
+    let mut codes = vec![4, 17, 32, 341, 613];
+    codes.extend(80000..=80014);
+    codes
+}
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_requests_per_second() -> u32 {
+    5
+}
+fn default_burst() -> u32 {
+    10
+}
+
+impl Settings {
+    /// Settings with every default, for this catalog and token.
+    pub fn new(catalog_id: impl Into<String>, access_token: SecretRef) -> Self {
+        Settings {
+            base_url: default_base_url(),
+            graph_version: default_graph_version(),
+            catalog_id: catalog_id.into(),
+            access_token,
+            app_secret: None,
+            currency: default_currency(),
+            page_size: default_page_size(),
+            read_batch: default_read_batch(),
+            batch_size: default_batch_size(),
+            allow_upsert: true,
+            create_method: default_create_method(),
+            create_fields: default_create_fields(),
+            no_sale_price_value: String::new(),
+            batch_poll_interval_ms: default_poll_interval_ms(),
+            batch_poll_timeout_secs: default_poll_timeout_secs(),
+            throttle_codes: default_throttle_codes(),
+            request_timeout_secs: default_timeout_secs(),
+            requests_per_second: default_requests_per_second(),
+            burst: default_burst(),
+        }
+    }
+
+    /// Checks values that deserialize but make no sense. Returns the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.catalog_id.trim().is_empty() || !self.catalog_id.chars().all(is_id_char) {
+            return Err(format!(
+                "catalog_id {:?} must be a non-empty id (letters, digits, '_' or '-')",
+                self.catalog_id
+            ));
+        }
+        if !self.graph_version.starts_with('v')
+            || self.graph_version.len() < 2
+            || !self.graph_version[1..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+        {
+            return Err(format!(
+                "graph_version {:?} must look like v25.0",
+                self.graph_version
+            ));
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(format!(
+                "base_url {:?} must start with http:// or https://",
+                self.base_url
+            ));
+        }
+        if self.page_size == 0 || self.read_batch == 0 {
+            return Err("page_size and read_batch must be at least 1".to_string());
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_LIMIT {
+            return Err(format!(
+                "batch_size {} must be between 1 and {MAX_BATCH_LIMIT} (Meta's items_batch limit)",
+                self.batch_size
+            ));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err("request_timeout_secs must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_settings_take_the_defaults() {
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "catalog_id": "123",
+            "access_token": "env:META_TOKEN",
+        }))
+        .unwrap();
+        assert_eq!(s.base_url, DEFAULT_BASE_URL);
+        assert_eq!(s.graph_version, DEFAULT_GRAPH_VERSION);
+        assert_eq!(s.currency, Currency::SEK);
+        assert_eq!(s.batch_size, 3000);
+        assert_eq!(s.create_method, CreateMethod::Create);
+        assert!(s.throttle_codes.contains(&80014));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn serializes_to_what_it_reads() {
+        let mut s = Settings::new("123", "literal:demo".parse().unwrap());
+        s.create_method = CreateMethod::Update;
+        let value = serde_json::to_value(&s).unwrap();
+        assert_eq!(value["access_token"], "literal:demo");
+        assert_eq!(value["create_method"], "UPDATE");
+        assert_eq!(value["currency"], "SEK");
+        assert!(value.get("app_secret").is_none());
+        let back: Settings = serde_json::from_value(value).unwrap();
+        assert_eq!(back.create_method, CreateMethod::Update);
+        assert_eq!(back.access_token, s.access_token);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let r = serde_json::from_value::<Settings>(serde_json::json!({
+            "catalog_id": "123",
+            "access_token": "env:T",
+            "bogus": 1,
+        }));
+        assert!(r.is_err());
+        let mut s = Settings::new("123", "literal:x".parse().unwrap());
+        s.batch_size = 6000;
+        assert!(s.validate().unwrap_err().contains("5000"));
+        s.batch_size = 10;
+        s.catalog_id = "12/../x".into();
+        assert!(s.validate().is_err());
+        s.catalog_id = "12".into();
+        s.graph_version = "25".into();
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,459 @@
+//! GraphQL over HTTP to the Shopify Admin API: one POST per document with the access token
+//! header, decoding of the `{data, errors, extensions}` envelope, mapping of GraphQL error
+//! codes onto [`ConnectorError`] kinds, and pacing by Shopify's cost bucket
+//! (`extensions.cost.throttleStatus`) so that omnisync waits instead of being throttled.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use omnisync_sdk::http::{HttpClient, decode_json};
+use omnisync_sdk::secret::{ExposeSecret, SecretString};
+use omnisync_sdk::{ConnectorError, ErrorKind};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The header carrying the Admin API access token.
+pub const TOKEN_HEADER: &str = "X-Shopify-Access-Token";
+
+/// `extensions.cost.throttleStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThrottleStatus {
+    /// Bucket size.
+    pub maximum_available: f64,
+    /// Points available now.
+    pub currently_available: f64,
+    /// Points restored per second.
+    pub restore_rate: f64,
+}
+
+/// `extensions.cost`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cost {
+    /// The cost computed before execution.
+    #[serde(default)]
+    pub requested_query_cost: Option<f64>,
+    /// The cost charged (`null` when the query did not run).
+    #[serde(default)]
+    pub actual_query_cost: Option<f64>,
+    /// The bucket after this request.
+    #[serde(default)]
+    pub throttle_status: Option<ThrottleStatus>,
+}
+
+/// One entry of a GraphQL `errors` array.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GqlError {
+    /// The message.
+    #[serde(default)]
+    pub message: String,
+    /// Where in the answer it belongs (e.g. `["p3"]` for an aliased mutation).
+    #[serde(default)]
+    pub path: Option<Vec<Value>>,
+    /// `extensions`, with `code` where Shopify gives one.
+    #[serde(default)]
+    pub extensions: Option<Value>,
+}
+
+impl GqlError {
+    /// `extensions.code`, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.extensions.as_ref()?.get("code")?.as_str()
+    }
+
+    /// The first path element when it is a field name (an alias of a root field).
+    pub fn root_field(&self) -> Option<&str> {
+        self.path.as_ref()?.first()?.as_str()
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    errors: Option<Value>,
+    #[serde(default)]
+    extensions: Option<Value>,
+}
+
+/// A decoded answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// `data` (an object), or `Null` if absent.
+    pub data: Value,
+    /// Errors that name a root field (`path`), left for the caller to attribute. Only
+    /// [`Gql::run_partial`] returns any.
+    pub errors: Vec<GqlError>,
+}
+
+/// The last bucket status Shopify reported, and when.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    available: f64,
+    maximum: f64,
+    restore: f64,
+    at: Instant,
+}
+
+/// Paces requests by the cost bucket Shopify reports on every answer.
+#[derive(Debug, Default)]
+pub struct CostGate {
+    bucket: Mutex<Option<Bucket>>,
+}
+
+impl CostGate {
+    /// Reserves `cost` points and says how long to wait first (zero when the bucket,
+    /// refilled since the last answer, already holds them). Unknown bucket → no wait.
+    pub fn reserve(&self, cost: f64) -> Duration {
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(b) = guard.as_mut() else {
+            return Duration::ZERO;
+        };
+        let now = Instant::now();
+        let refilled = b.available + b.restore * now.duration_since(b.at).as_secs_f64();
+        b.available = refilled.min(b.maximum);
+        b.at = now;
+        if cost > b.maximum || b.restore <= 0.0 {
+            // Never satisfiable (or no refill known): let Shopify answer.
+            return Duration::ZERO;
+        }
+        let wait = if b.available >= cost {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((cost - b.available) / b.restore)
+        };
+        b.available -= cost;
+        wait
+    }
+
+    /// Gives back points reserved for a request that was not sent.
+    pub fn release(&self, cost: f64) {
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = guard.as_mut() {
+            b.available = (b.available + cost).min(b.maximum);
+        }
+    }
+
+    /// Records the status from an answer.
+    pub fn observe(&self, status: ThrottleStatus) {
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(Bucket {
+            available: status.currently_available,
+            maximum: status.maximum_available,
+            restore: status.restore_rate,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// How long to wait before `requested` points are available again.
+pub fn throttle_wait(requested: Option<f64>, status: Option<ThrottleStatus>) -> Option<Duration> {
+    let status = status?;
+    if status.restore_rate <= 0.0 {
+        return None;
+    }
+    let need = requested.unwrap_or(status.maximum_available / 2.0);
+    let deficit = (need - status.currently_available).max(0.0);
+    // At least a tenth of a second: the bucket was short when Shopify looked.
+    Some(Duration::from_secs_f64(
+        (deficit / status.restore_rate).max(0.1),
+    ))
+}
+
+/// A GraphQL client for one shop.
+#[derive(Debug)]
+pub struct Gql {
+    http: HttpClient,
+    endpoint: String,
+    path: String,
+    token: SecretString,
+    gate: CostGate,
+    max_wait: Duration,
+}
+
+impl Gql {
+    /// A client posting to `endpoint` (whose path `path` names calls in errors).
+    pub fn new(
+        http: HttpClient,
+        endpoint: String,
+        path: String,
+        token: SecretString,
+        max_wait: Duration,
+    ) -> Self {
+        Gql {
+            http,
+            endpoint,
+            path,
+            token,
+            gate: CostGate::default(),
+            max_wait,
+        }
+    }
+
+    /// The operation name used in errors: `POST /admin/api/V/graphql.json (what)`.
+    pub fn operation(&self, what: &str) -> String {
+        format!("POST {} ({what})", self.path)
+    }
+
+    /// Runs a document; any GraphQL error fails the call.
+    pub async fn run(
+        &self,
+        what: &str,
+        estimated_cost: u32,
+        query: &str,
+        variables: Value,
+    ) -> Result<Answer, ConnectorError> {
+        let answer = self
+            .run_partial(what, estimated_cost, query, variables)
+            .await?;
+        if let Some(e) = answer.errors.first() {
+            return Err(classify(&self.operation(what), &answer.errors, e, None));
+        }
+        Ok(answer)
+    }
+
+    /// Runs a document; errors that name a root field (an alias) are returned for the
+    /// caller to attribute, anything else fails the call.
+    pub async fn run_partial(
+        &self,
+        what: &str,
+        estimated_cost: u32,
+        query: &str,
+        variables: Value,
+    ) -> Result<Answer, ConnectorError> {
+        let operation = self.operation(what);
+        let cost = f64::from(estimated_cost);
+        let wait = self.gate.reserve(cost);
+        if wait > self.max_wait {
+            self.gate.release(cost);
+            return Err(ConnectorError::throttled(
+                operation,
+                format!(
+                    "cost bucket short: waiting {:.1}s for {estimated_cost} points exceeds max_cost_wait_secs",
+                    wait.as_secs_f64()
+                ),
+                Some(wait),
+            ));
+        }
+        if !wait.is_zero() {
+            tracing::debug!(
+                what,
+                wait_ms = wait.as_millis() as u64,
+                "waiting for shopify cost bucket"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        let body = serde_json::json!({ "query": query, "variables": variables });
+        let request = self
+            .http
+            .raw()
+            .post(&self.endpoint)
+            .header(TOKEN_HEADER, self.token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body);
+        let (_, _, bytes) = self.http.send(&operation, request).await?;
+        let envelope: Envelope = decode_json(&operation, &bytes)?;
+        let cost = envelope
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("cost"))
+            .and_then(|c| serde_json::from_value::<Cost>(c.clone()).ok());
+        if let Some(status) = cost.and_then(|c| c.throttle_status) {
+            self.gate.observe(status);
+        }
+        let errors = match envelope.errors {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => {
+                return Err(ConnectorError::permanent(
+                    operation,
+                    format!("Shopify error: {s}"),
+                ));
+            }
+            Some(v @ Value::Array(_)) => {
+                serde_json::from_value::<Vec<GqlError>>(v).map_err(|e| {
+                    ConnectorError::protocol(&operation, format!("unreadable errors array: {e}"))
+                })?
+            }
+            Some(other) => {
+                return Err(ConnectorError::protocol(
+                    operation,
+                    format!("unexpected errors value: {}", short(&other)),
+                ));
+            }
+        };
+        // Errors without a path (throttling, cost, syntax, access) concern the whole call.
+        if let Some(e) = errors
+            .iter()
+            .find(|e| e.root_field().is_none() || is_call_level(e))
+        {
+            return Err(classify(&operation, &errors, e, cost));
+        }
+        let data = envelope.data.unwrap_or(Value::Null);
+        if errors.is_empty() && !data.is_object() {
+            return Err(ConnectorError::protocol(
+                operation,
+                format!("answer has no data object: {}", short(&data)),
+            ));
+        }
+        Ok(Answer { data, errors })
+    }
+}
+
+/// Codes that concern the whole request even when Shopify attaches a path.
+fn is_call_level(e: &GqlError) -> bool {
+    matches!(
+        e.code(),
+        Some("THROTTLED" | "MAX_COST_EXCEEDED" | "ACCESS_DENIED" | "INTERNAL_SERVER_ERROR")
+    )
+}
+
+/// Maps a GraphQL error onto the taxonomy.
+fn classify(operation: &str, all: &[GqlError], e: &GqlError, cost: Option<Cost>) -> ConnectorError {
+    let messages = all
+        .iter()
+        .take(3)
+        .map(|e| match e.code() {
+            Some(code) => format!("{code}: {}", e.message),
+            None => e.message.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    match e.code() {
+        Some("THROTTLED") => {
+            let wait = throttle_wait(
+                cost.and_then(|c| c.requested_query_cost),
+                cost.and_then(|c| c.throttle_status),
+            )
+            .or(Some(Duration::from_secs(1)));
+            ConnectorError::throttled(operation, messages, wait)
+        }
+        Some("ACCESS_DENIED") => ConnectorError::new(ErrorKind::Auth, operation, messages),
+        Some("INTERNAL_SERVER_ERROR" | "SERVICE_UNAVAILABLE" | "TIMEOUT") => {
+            ConnectorError::transient(operation, messages)
+        }
+        Some("MAX_COST_EXCEEDED") => ConnectorError::config(
+            operation,
+            format!("{messages} (lower page_size or inventory_levels_per_variant)"),
+        ),
+        _ if e.message.eq_ignore_ascii_case("throttled") => ConnectorError::throttled(
+            operation,
+            messages,
+            throttle_wait(
+                cost.and_then(|c| c.requested_query_cost),
+                cost.and_then(|c| c.throttle_status),
+            )
+            .or(Some(Duration::from_secs(1))),
+        ),
+        _ => ConnectorError::permanent(operation, messages),
+    }
+}
+
+/// A short printable form of a JSON value for messages.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 200 {
+        let mut cut: String = s.chars().take(200).collect();
+        cut.push('…');
+        cut
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(avail: f64) -> ThrottleStatus {
+        ThrottleStatus {
+            maximum_available: 2000.0,
+            currently_available: avail,
+            restore_rate: 100.0,
+        }
+    }
+
+    #[test]
+    fn gate_waits_for_the_deficit() {
+        let gate = CostGate::default();
+        assert_eq!(
+            gate.reserve(500.0),
+            Duration::ZERO,
+            "unknown bucket: no wait"
+        );
+        gate.observe(status(100.0));
+        let wait = gate.reserve(300.0);
+        // 200 points short at 100/s: about two seconds (a little refill may have happened).
+        assert!(wait <= Duration::from_secs(2) && wait > Duration::from_millis(1900));
+        // The reservation counts: the next request waits longer.
+        assert!(gate.reserve(100.0) > wait);
+    }
+
+    #[test]
+    fn gate_lets_impossible_costs_through() {
+        let gate = CostGate::default();
+        gate.observe(status(0.0));
+        assert_eq!(gate.reserve(5000.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn throttle_wait_is_deficit_over_restore_rate() {
+        assert_eq!(
+            throttle_wait(Some(500.0), Some(status(100.0))),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            throttle_wait(Some(50.0), Some(status(100.0))),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(throttle_wait(Some(50.0), None), None);
+    }
+
+    #[test]
+    fn classifies_codes() {
+        let err = |code: &str| GqlError {
+            message: "m".into(),
+            path: None,
+            extensions: Some(serde_json::json!({ "code": code })),
+        };
+        let cost = Cost {
+            requested_query_cost: Some(300.0),
+            actual_query_cost: None,
+            throttle_status: Some(status(100.0)),
+        };
+        let e = classify("op", &[err("THROTTLED")], &err("THROTTLED"), Some(cost));
+        assert_eq!(e.kind, ErrorKind::Throttled);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
+        let e = classify("op", &[err("THROTTLED")], &err("THROTTLED"), None);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(
+            classify("op", &[err("ACCESS_DENIED")], &err("ACCESS_DENIED"), None).kind,
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            classify(
+                "op",
+                &[err("INTERNAL_SERVER_ERROR")],
+                &err("INTERNAL_SERVER_ERROR"),
+                None
+            )
+            .kind,
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            classify(
+                "op",
+                &[err("MAX_COST_EXCEEDED")],
+                &err("MAX_COST_EXCEEDED"),
+                None
+            )
+            .kind,
+            ErrorKind::Config
+        );
+        assert_eq!(
+            classify("op", &[err("BAD_REQUEST")], &err("BAD_REQUEST"), None).kind,
+            ErrorKind::Permanent
+        );
+    }
+}

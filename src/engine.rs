@@ -1,0 +1,705 @@
+//! The reconcile pass: read → canonical model → plan per target → durable outbox → push →
+//! read back → report. `omnisync run`, `omnisync reconcile` and `omnisync demo` all go
+//! through [`Engine::reconcile`]; there is no other path to a channel.
+//!
+//! Reads are paged (or batched by SKU for a scoped pass) and run concurrently per
+//! connector; planning is the pure [`crate::planner`]; every correction is written to the
+//! outbox before it is pushed; pushes are batched to each API's limit; after pushing, the
+//! touched SKUs are read back to confirm (or to mark a `write_no_op`), and compare-and-set
+//! refusals are re-planned from the fresh read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use omnisync_sdk::retry::retry;
+use omnisync_sdk::{Capabilities, Change, Connector, ConnectorError, Record};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::{Config, ConnectorConfig, Role};
+use crate::outbox::{self, DrainStats, now_ms};
+use crate::planner::stock::StockMode;
+use crate::planner::{
+    self, CanonicalItem, Cause, ChannelPlan, Field, Observed, PlanContext, Planned, StateKey,
+    TargetSpec,
+};
+use crate::report::{ChannelReport, DriftCounts, RunReport, WouldPush};
+use crate::store::Store;
+
+/// What a pass covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only this target channel (sources are always read).
+    pub channel: Option<String>,
+    /// Only these SKUs (read with `read_skus` instead of a full read).
+    pub skus: Option<Vec<String>>,
+    /// Plan and report, push nothing, store nothing but the run.
+    pub dry_run: bool,
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.channel {
+            parts.push(format!("channel={c}"));
+        }
+        if let Some(s) = &self.skus {
+            parts.push(format!("skus={}", s.len()));
+        }
+        if parts.is_empty() {
+            "full".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// A configured connector and what it can do.
+struct Channel {
+    cfg: ConnectorConfig,
+    connector: Arc<dyn Connector>,
+    caps: Capabilities,
+}
+
+/// The reconcile engine.
+pub struct Engine {
+    config: Arc<Config>,
+    store: Store,
+    channels: Vec<Channel>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// A target's read, bound to canonical items.
+struct Bound {
+    observed: HashMap<String, Observed>,
+    orphans: Vec<(String, Option<String>, String)>,
+}
+
+impl Engine {
+    /// Builds every configured connector (resolving secrets; no network I/O) and checks
+    /// that each can play the roles the config gives it.
+    pub fn new(config: Config, store: Store) -> anyhow::Result<Engine> {
+        let mut connectors = Vec::new();
+        for c in &config.connectors {
+            let conn = crate::registry::build(&c.kind, &c.settings)
+                .with_context(|| format!("connector {:?} ({})", c.id, c.kind))?;
+            connectors.push((c.id.clone(), conn));
+        }
+        Self::with_connectors(config, store, connectors)
+    }
+
+    /// Like [`Engine::new`] with connectors built elsewhere (tests wrap them).
+    pub fn with_connectors(
+        config: Config,
+        store: Store,
+        connectors: Vec<(String, Arc<dyn Connector>)>,
+    ) -> anyhow::Result<Engine> {
+        let mut by_id: HashMap<String, Arc<dyn Connector>> = connectors.into_iter().collect();
+        let mut channels = Vec::new();
+        for cfg in &config.connectors {
+            let connector = by_id
+                .remove(&cfg.id)
+                .with_context(|| format!("no connector built for {:?}", cfg.id))?;
+            let caps = connector.capabilities();
+            let k = format!("{}: connectors.{}", config.file.display(), cfg.id);
+            if cfg.price == Role::Target && !caps.writes_price {
+                bail!("{k}.price: a {} connector cannot write prices", cfg.kind);
+            }
+            if cfg.stock == Role::Target && !caps.writes_stock {
+                bail!("{k}.stock: a {} connector cannot write stock", cfg.kind);
+            }
+            if let Some(rules) = &cfg.stock_rules
+                && matches!(rules.mode, StockMode::PerLocation(_))
+                && !caps.stock_per_location
+            {
+                bail!(
+                    "{k}.locations: a {} connector holds one quantity per listing; use stock_from",
+                    cfg.kind
+                );
+            }
+            channels.push(Channel {
+                cfg: cfg.clone(),
+                connector,
+                caps,
+            });
+        }
+        Ok(Engine {
+            config: Arc::new(config),
+            store,
+            channels,
+            gate: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs every connector's healthcheck.
+    pub async fn healthcheck(&self) -> Vec<(String, Result<(), ConnectorError>)> {
+        let checks = self.channels.iter().map(|c| async move {
+            (c.cfg.id.clone(), c.connector.healthcheck().await)
+        });
+        futures::future::join_all(checks).await
+    }
+
+    fn retry_policy(&self) -> omnisync_sdk::retry::RetryPolicy {
+        outbox::policy(&self.config.daemon.outbox)
+    }
+
+    async fn read(
+        &self,
+        ch: &Channel,
+        skus: Option<&[String]>,
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let policy = self.retry_policy();
+        let mut out = Vec::new();
+        match skus {
+            None => {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = retry(policy, || ch.connector.read_page(cursor.clone())).await?;
+                    out.extend(page.records);
+                    match page.next {
+                        Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                        Some(next) => {
+                            return Err(ConnectorError::protocol(
+                                "reading pages",
+                                format!("the API returned the same cursor twice ({next})"),
+                            ));
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Some(skus) => {
+                for chunk in skus.chunks(ch.caps.max_read_batch.max(1)) {
+                    out.extend(retry(policy, || ch.connector.read_skus(chunk)).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds canonical items from the sources' records. Stock at a location code that no
+    /// canonical location maps to is not counted (fail closed) and reported.
+    fn canonical(&self, reads: &HashMap<String, Vec<Record>>) -> (Vec<CanonicalItem>, Vec<String>) {
+        let mut items: BTreeMap<String, CanonicalItem> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for ch in &self.channels {
+            let is_price = ch.cfg.price == Role::Source;
+            let is_stock = ch.cfg.stock == Role::Source;
+            if !is_price && !is_stock {
+                continue;
+            }
+            let Some(records) = reads.get(&ch.cfg.id) else {
+                continue;
+            };
+            let by_code: HashMap<&str, &str> = ch
+                .cfg
+                .source_locations
+                .iter()
+                .map(|(canon, code)| (code.as_str(), canon.as_str()))
+                .collect();
+            let mut unmapped: BTreeSet<String> = BTreeSet::new();
+            let mut no_sku = 0u64;
+            for rec in records {
+                let Some(sku) = rec.sku.as_deref().filter(|s| !s.is_empty()) else {
+                    no_sku += 1;
+                    continue;
+                };
+                let item = items.entry(sku.to_string()).or_insert_with(|| CanonicalItem {
+                    sku: sku.to_string(),
+                    title: None,
+                    price: None,
+                    stock: BTreeMap::new(),
+                });
+                if item.title.is_none() {
+                    item.title = rec.title.clone();
+                }
+                if is_price {
+                    item.price = rec.offer.map(|o| o.price);
+                }
+                if is_stock {
+                    for level in &rec.stock {
+                        match by_code.get(level.location.as_str()) {
+                            Some(canon) => {
+                                item.stock.insert((*canon).to_string(), level.available.max(0));
+                            }
+                            None => {
+                                unmapped.insert(level.location.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            if !unmapped.is_empty() {
+                problems.push(format!(
+                    "{} reports stock at location codes {:?} that no canonical location maps to: not counted",
+                    ch.cfg.id, unmapped
+                ));
+            }
+            if no_sku > 0 {
+                problems.push(format!("{} has {no_sku} records without a SKU: ignored", ch.cfg.id));
+            }
+        }
+        (items.into_values().collect(), problems)
+    }
+
+    fn bind(records: Vec<Record>, catalog: &HashSet<&str>) -> Bound {
+        let mut observed: HashMap<String, Observed> = HashMap::with_capacity(records.len());
+        let mut orphans = Vec::new();
+        for rec in records {
+            let sku = rec.sku.clone().filter(|s| !s.is_empty());
+            match sku {
+                None => orphans.push((rec.external_id, None, "listing has no SKU".to_string())),
+                Some(s) if !catalog.contains(s.as_str()) => orphans.push((
+                    rec.external_id,
+                    Some(s),
+                    "SKU is not in the canonical catalog".to_string(),
+                )),
+                Some(s) if observed.contains_key(&s) => orphans.push((
+                    rec.external_id,
+                    Some(s),
+                    "a second listing with the same SKU".to_string(),
+                )),
+                Some(s) => {
+                    observed.insert(
+                        s,
+                        Observed {
+                            external_id: rec.external_id,
+                            refs: rec.refs,
+                            offer: rec.offer,
+                            stock: rec
+                                .stock
+                                .into_iter()
+                                .map(|l| (l.location, l.available))
+                                .collect(),
+                        },
+                    );
+                }
+            }
+        }
+        Bound { observed, orphans }
+    }
+
+    fn spec(ch: &Channel) -> TargetSpec {
+        TargetSpec {
+            id: ch.cfg.id.clone(),
+            price: ch.cfg.price_rules.clone(),
+            stock: ch.cfg.stock_rules.clone(),
+            sale_field: ch.caps.sale_price,
+            creates_listings: ch.caps.creates_listings,
+            compare_and_set: ch.caps.compare_and_set,
+        }
+    }
+
+    fn is_target(ch: &Channel) -> bool {
+        ch.cfg.price == Role::Target || ch.cfg.stock == Role::Target
+    }
+
+    /// Runs one reconcile pass over `scope` and records it. Passes never overlap.
+    pub async fn reconcile(&self, scope: &Scope) -> anyhow::Result<RunReport> {
+        let _one_at_a_time = self.gate.lock().await;
+        let started = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let run_id = self
+            .store
+            .start_run(&scope.describe(), scope.dry_run, now_ms())
+            .await?;
+        if let Some(c) = &scope.channel
+            && !self.channels.iter().any(|ch| &ch.cfg.id == c && Self::is_target(ch))
+        {
+            bail!("no target channel {c:?} in {}", self.config.file.display());
+        }
+        let in_scope = |ch: &Channel| {
+            let is_source = ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source;
+            is_source
+                || (Self::is_target(ch)
+                    && scope.channel.as_ref().is_none_or(|c| c == &ch.cfg.id))
+        };
+        let skus = scope.skus.as_deref();
+        let reads = futures::future::join_all(
+            self.channels
+                .iter()
+                .filter(|ch| in_scope(ch))
+                .map(|ch| async move { (ch.cfg.id.clone(), self.read(ch, skus).await) }),
+        )
+        .await;
+        let mut records: HashMap<String, Vec<Record>> = HashMap::new();
+        let mut read_errors: HashMap<String, String> = HashMap::new();
+        for (id, r) in reads {
+            match r {
+                Ok(recs) => {
+                    records.insert(id, recs);
+                }
+                Err(e) => {
+                    tracing::error!(channel = %id, error = %e, "read failed");
+                    read_errors.insert(id, e.to_string());
+                }
+            }
+        }
+
+        let mut report = RunReport {
+            run_id,
+            scope: scope.describe(),
+            dry_run: scope.dry_run,
+            started_at: started.format(&Rfc3339).unwrap_or_default(),
+            status: "ok".into(),
+            ..Default::default()
+        };
+        let source_failed: Vec<&String> = self
+            .channels
+            .iter()
+            .filter(|ch| ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source)
+            .filter_map(|ch| read_errors.get_key_value(&ch.cfg.id).map(|(k, _)| k))
+            .collect();
+        if !source_failed.is_empty() {
+            // Without the truth nothing can be planned; targets are left alone.
+            report.status = "failed".into();
+            report.problems.push(format!(
+                "source read failed ({}): no channel was reconciled",
+                source_failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+
+        let (items, problems) = self.canonical(&records);
+        report.problems.extend(problems);
+        let catalog: HashSet<&str> = items.iter().map(|i| i.sku.as_str()).collect();
+        let now = now_ms();
+        if !scope.dry_run && report.status == "ok" {
+            self.store.save_items(&items, now).await?;
+        }
+        let no_flight = HashMap::new();
+        let ctx = PlanContext {
+            now: started,
+            source: &self.config.source_pricing,
+            fx: &self.config.fx,
+            promotions: &self.config.promotions,
+            in_flight: &no_flight,
+        };
+
+        // Plan and queue each target.
+        for ch in &self.channels {
+            let is_source = ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source;
+            let mut cr = ChannelReport {
+                id: ch.cfg.id.clone(),
+                kind: ch.cfg.kind.clone(),
+                role: format!("{}/{}", role_name(ch.cfg.price), role_name(ch.cfg.stock)),
+                consistency: 1.0,
+                ..Default::default()
+            };
+            if is_source && !Self::is_target(ch) {
+                cr.role = "source".into();
+                cr.records_read = records.get(&ch.cfg.id).map_or(0, |r| r.len() as u64);
+                cr.items_checked = cr.records_read;
+                cr.in_sync = cr.records_read;
+                cr.error = read_errors.get(&ch.cfg.id).cloned();
+                report.channels.push(cr);
+                continue;
+            }
+            if !in_scope(ch) || !Self::is_target(ch) {
+                continue;
+            }
+            if let Some(e) = read_errors.get(&ch.cfg.id) {
+                cr.error = Some(e.clone());
+                cr.consistency = 0.0;
+                report.channels.push(cr);
+                continue;
+            }
+            if report.status != "ok" {
+                cr.error = Some("not reconciled: the source could not be read".into());
+                cr.consistency = 0.0;
+                report.channels.push(cr);
+                continue;
+            }
+            let recs = records.remove(&ch.cfg.id).unwrap_or_default();
+            cr.records_read = recs.len() as u64;
+            let bound = Self::bind(recs, &catalog);
+            let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
+            let plan = planner::plan_channel(&Self::spec(ch), &ctx, &items, &bound.observed, &prev);
+            cr.items_checked = plan.items_checked;
+            cr.in_sync = plan.items_in_sync;
+            cr.consistency = ratio(plan.items_in_sync, plan.items_checked);
+            cr.plan_errors = plan.errors.len() as u64;
+            for (sku, e) in plan.errors.iter().take(20) {
+                report.problems.push(format!("{}: {sku}: {e}", ch.cfg.id));
+            }
+            cr.drift = drift_counts(&plan, bound.orphans.len() as u64);
+
+            let dead = self.store.dead_lettered(&ch.cfg.id).await?;
+            let queue: Vec<(Planned, String, Option<String>)> = plan
+                .corrections
+                .iter()
+                .filter(|p| !dead.contains(&(p.key.clone(), p.value.clone())))
+                .map(|p| {
+                    let key = idempotency_key(&ch.cfg.id, p);
+                    let hold = hold_reason(ch, p, bound.observed.get(&p.key.sku));
+                    (p.clone(), key, hold)
+                })
+                .collect();
+            if scope.dry_run {
+                let observed_of: HashMap<&StateKey, Option<&String>> = plan
+                    .rows
+                    .iter()
+                    .map(|r| (&r.key, r.observed.as_ref()))
+                    .collect();
+                cr.would_push = queue
+                    .iter()
+                    .map(|(p, _, hold)| WouldPush {
+                        sku: p.key.sku.clone(),
+                        field: p.key.field.as_str().into(),
+                        location: p.key.location.clone(),
+                        observed: observed_of.get(&p.key).copied().flatten().cloned(),
+                        desired: p.value.clone(),
+                        held: hold.clone(),
+                    })
+                    .collect();
+                cr.corrections.held = queue.iter().filter(|q| q.2.is_some()).count() as u64;
+            } else {
+                self.store.save_state(&ch.cfg.id, &plan.rows, &prev, now).await?;
+                self.store.save_bindings(&ch.cfg.id, &bound.observed, now).await?;
+                self.store
+                    .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
+                    .await?;
+                let (queued, held) = self.store.enqueue(&ch.cfg.id, &queue, run_id, now).await?;
+                cr.corrections.queued = queued;
+                cr.corrections.held = held;
+            }
+            report.channels.push(cr);
+        }
+
+        if !scope.dry_run && report.status == "ok" {
+            self.push_and_verify(run_id, &items, &ctx, &mut report).await?;
+        }
+
+        let finished = OffsetDateTime::now_utc();
+        report.finished_at = finished.format(&Rfc3339).unwrap_or_default();
+        report.duration_ms = clock.elapsed().as_millis() as u64;
+        let json = serde_json::to_string(&report)?;
+        self.store
+            .finish_run(run_id, &report.status, &json, now_ms())
+            .await?;
+        Ok(report)
+    }
+
+    /// Pushes what is due on every target in the report, reads the touched SKUs back,
+    /// confirms or marks `write_no_op`, and re-plans compare-and-set refusals (up to three
+    /// rounds).
+    async fn push_and_verify(
+        &self,
+        run_id: i64,
+        items: &[CanonicalItem],
+        ctx: &PlanContext<'_>,
+        report: &mut RunReport,
+    ) -> anyhow::Result<()> {
+        let targets: Vec<&Channel> = self
+            .channels
+            .iter()
+            .filter(|ch| {
+                Self::is_target(ch)
+                    && report
+                        .channels
+                        .iter()
+                        .any(|c| c.id == ch.cfg.id && c.error.is_none())
+            })
+            .collect();
+        let item_by_sku: HashMap<&str, &CanonicalItem> =
+            items.iter().map(|i| (i.sku.as_str(), i)).collect();
+        for round in 0..3 {
+            let drains = futures::future::join_all(targets.iter().map(|ch| async move {
+                let stats = outbox::drain(
+                    &self.store,
+                    &ch.cfg.id,
+                    &ch.connector,
+                    run_id,
+                    &self.config.daemon.outbox,
+                )
+                .await;
+                (*ch, stats)
+            }))
+            .await;
+            let mut any_stale = false;
+            for (ch, stats) in drains {
+                let stats: DrainStats = stats?;
+                let cr = channel_report(report, &ch.cfg.id);
+                cr.corrections.sent += stats.sent;
+                cr.corrections.failed += stats.dead;
+                cr.corrections.retrying = stats.rescheduled;
+                if stats.touched.is_empty() {
+                    continue;
+                }
+                // Read back what was touched and plan it again.
+                let touched: Vec<String> = stats.touched.iter().cloned().collect();
+                let recs = match self.read(ch, Some(&touched)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(channel = %ch.cfg.id, error = %e, "read-back failed");
+                        continue;
+                    }
+                };
+                let subset: Vec<CanonicalItem> = touched
+                    .iter()
+                    .filter_map(|s| item_by_sku.get(s.as_str()).map(|i| (*i).clone()))
+                    .collect();
+                let catalog: HashSet<&str> = subset.iter().map(|i| i.sku.as_str()).collect();
+                let bound = Self::bind(recs, &catalog);
+                let prev = self.store.load_prev(&ch.cfg.id, Some(&touched)).await?;
+                let mut plan =
+                    planner::plan_channel(&Self::spec(ch), ctx, &subset, &bound.observed, &prev);
+                let applied: HashSet<&StateKey> = stats.applied_keys.iter().collect();
+                let stale: HashSet<&StateKey> = stats.stale_keys.iter().collect();
+                let mut no_op = 0u64;
+                for row in &mut plan.rows {
+                    if applied.contains(&row.key) {
+                        if row.in_sync {
+                            cr.corrections.confirmed += 1;
+                        } else if prev.get(&row.key).is_some_and(|p| p.desired == row.desired) {
+                            row.cause = Some(Cause::WriteNoOp);
+                            no_op += 1;
+                        }
+                    }
+                }
+                if no_op > 0 {
+                    tracing::warn!(channel = %ch.cfg.id, no_op, "API accepted writes that did not take effect");
+                }
+                let now = now_ms();
+                self.store.save_state(&ch.cfg.id, &plan.rows, &prev, now).await?;
+                self.store.save_bindings(&ch.cfg.id, &bound.observed, now).await?;
+                let requeue: Vec<(Planned, String, Option<String>)> = plan
+                    .corrections
+                    .iter()
+                    .filter(|p| stale.contains(&p.key))
+                    .map(|p| (p.clone(), idempotency_key(&ch.cfg.id, p), None))
+                    .collect();
+                if !requeue.is_empty() {
+                    any_stale = true;
+                    let (queued, _) = self.store.enqueue(&ch.cfg.id, &requeue, run_id, now).await?;
+                    cr.corrections.queued += queued;
+                }
+            }
+            if !any_stale {
+                break;
+            }
+            tracing::info!(round, "re-planned compare-and-set refusals; pushing again");
+        }
+        for ch in targets {
+            let (queued, _) = self.store.outbox_depth(&ch.cfg.id).await?;
+            let cr = channel_report(report, &ch.cfg.id);
+            // What is still waiting (retries scheduled later) is reported as queued.
+            cr.corrections.queued = queued;
+        }
+        Ok(())
+    }
+
+    /// Pushes whatever is due in every target's outbox (retries scheduled earlier).
+    /// Skips (returning 0) while a pass is running: the pass drains the outbox itself, and
+    /// two drains of one channel must never push the same rows.
+    pub async fn drain_due(&self) -> anyhow::Result<u64> {
+        let Ok(_idle) = self.gate.try_lock() else {
+            return Ok(0);
+        };
+        let mut sent = 0;
+        for ch in self.channels.iter().filter(|c| Self::is_target(c)) {
+            let stats = outbox::drain(&self.store, &ch.cfg.id, &ch.connector, 0, &self.config.daemon.outbox).await?;
+            sent += stats.sent;
+        }
+        Ok(sent)
+    }
+}
+
+fn channel_report<'a>(report: &'a mut RunReport, id: &str) -> &'a mut ChannelReport {
+    let idx = report
+        .channels
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or_else(|| {
+            report.channels.push(ChannelReport {
+                id: id.to_string(),
+                ..Default::default()
+            });
+            report.channels.len() - 1
+        });
+    &mut report.channels[idx]
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Source => "source",
+        Role::Target => "target",
+        Role::Observer => "observer",
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+}
+
+fn drift_counts(plan: &ChannelPlan, orphans: u64) -> DriftCounts {
+    let mut d = DriftCounts {
+        orphan: orphans,
+        ..Default::default()
+    };
+    for r in plan.rows.iter().filter(|r| !r.in_sync) {
+        match r.key.field {
+            Field::Offer => d.price += 1,
+            Field::Stock => d.stock += 1,
+            Field::Listing => d.missing += 1,
+        }
+        let cause = r.cause.map_or("unknown", |c| c.as_str());
+        *d.by_cause.entry(cause.to_string()).or_default() += 1;
+    }
+    if orphans > 0 {
+        *d.by_cause.entry("mapping".into()).or_default() += orphans;
+    }
+    d
+}
+
+/// A deterministic key: the same desired value for the same target gives the same key.
+pub fn idempotency_key(channel: &str, p: &Planned) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        channel,
+        &p.key.sku,
+        p.key.field.as_str(),
+        &p.key.location,
+        &p.value,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Why a correction should wait for an operator, if it should.
+fn hold_reason(ch: &Channel, p: &Planned, observed: Option<&Observed>) -> Option<String> {
+    let Change::Offer { offer } = &p.change else {
+        return None;
+    };
+    let new = offer.effective();
+    if new.minor <= 0 {
+        return Some("price to zero".into());
+    }
+    let max = ch.cfg.guards.max_price_change_percent?;
+    let old = observed?.offer?.effective();
+    if old.currency != new.currency || old.minor <= 0 {
+        return None;
+    }
+    let change = rust_decimal::Decimal::from((new.minor - old.minor).abs()) * rust_decimal::Decimal::ONE_HUNDRED
+        / rust_decimal::Decimal::from(old.minor);
+    (change > max).then(|| {
+        format!(
+            "price change of {}% exceeds max_price_change_percent = {max}",
+            change.round_dp(1)
+        )
+    })
+}

@@ -1,0 +1,193 @@
+//! Draining the durable outbox: claim due corrections of one channel in batches of the
+//! API's limit, push them with retries (backoff + jitter, `Retry-After` honoured), and
+//! settle each item by its own outcome. A call that still fails after its retries is
+//! rescheduled with a growing delay; after `max_attempts` it is dead-lettered with the
+//! API's reason. Nothing is lost on a crash: a row leaves the outbox only when settled.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnisync_sdk::retry::{RetryPolicy, retry};
+use omnisync_sdk::{Connector, Correction, PushOutcome};
+
+use crate::config::OutboxSection;
+use crate::planner::StateKey;
+use crate::store::{OutboxRow, Settled, Store, StoreError};
+
+/// What one drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Corrections sent to the API (any outcome).
+    pub sent: u64,
+    /// Applied by the API.
+    pub applied: u64,
+    /// Compare-and-set refused (stale).
+    pub stale: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Rescheduled for a later attempt.
+    pub rescheduled: u64,
+    /// API calls made (after retries: one per batch).
+    pub batches: u64,
+    /// SKUs whose corrections were applied or found stale (to read back).
+    pub touched: BTreeSet<String>,
+    /// The values applied.
+    pub applied_keys: Vec<StateKey>,
+    /// The values refused by compare-and-set.
+    pub stale_keys: Vec<StateKey>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The retry policy for one attempt.
+pub fn policy(cfg: &OutboxSection) -> RetryPolicy {
+    RetryPolicy {
+        max_retries: cfg.retries_per_attempt,
+        min_delay: Duration::from_millis(cfg.min_delay_ms),
+        max_delay: Duration::from_millis(cfg.max_delay_ms),
+        max_retry_after: Duration::from_secs(30),
+    }
+}
+
+/// Delay before the next attempt of a row that failed `attempts` times.
+fn reschedule_delay(cfg: &OutboxSection, attempts: i64, asked: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(cfg.min_delay_ms.max(1))
+        .saturating_mul(1u32 << attempts.clamp(0, 16) as u32)
+        .min(Duration::from_secs(3600));
+    asked.map_or(base, |a| a.max(base))
+}
+
+/// Pushes every correction of `channel` that is due now. Returns when none is left due.
+pub async fn drain(
+    store: &Store,
+    channel: &str,
+    connector: &Arc<dyn Connector>,
+    run_id: i64,
+    cfg: &OutboxSection,
+) -> Result<DrainStats, StoreError> {
+    let max_batch = connector.capabilities().max_batch.max(1);
+    let mut stats = DrainStats::default();
+    loop {
+        let rows = store.claim(channel, max_batch, now_ms()).await?;
+        if rows.is_empty() {
+            return Ok(stats);
+        }
+        let batch: Vec<Correction> = rows
+            .iter()
+            .map(|r| Correction {
+                idempotency_key: r.idempotency_key.clone(),
+                sku: r.key.sku.clone(),
+                external_id: r.external_id.clone(),
+                refs: r.refs.clone(),
+                change: r.change.clone(),
+            })
+            .collect();
+        stats.batches += 1;
+        let result = retry(policy(cfg), || connector.push(&batch)).await;
+        let now = now_ms();
+        let settled: Vec<(OutboxRow, Settled)> = match result {
+            Ok(outcomes) if outcomes.len() == rows.len() => {
+                stats.sent += rows.len() as u64;
+                rows.into_iter()
+                    .zip(outcomes)
+                    .map(|(row, outcome)| {
+                        let s = match outcome {
+                            PushOutcome::Applied => {
+                                stats.applied += 1;
+                                stats.touched.insert(row.key.sku.clone());
+                                stats.applied_keys.push(row.key.clone());
+                                Settled::Applied
+                            }
+                            PushOutcome::Stale { .. } => {
+                                stats.stale += 1;
+                                stats.touched.insert(row.key.sku.clone());
+                                stats.stale_keys.push(row.key.clone());
+                                Settled::Stale
+                            }
+                            PushOutcome::Rejected { reason, retryable } => {
+                                failed(cfg, &row, retryable, reason, None, now, &mut stats)
+                            }
+                        };
+                        (row, s)
+                    })
+                    .collect()
+            }
+            Ok(outcomes) => {
+                let reason = format!(
+                    "connector answered {} outcomes for {} corrections",
+                    outcomes.len(),
+                    rows.len()
+                );
+                tracing::error!(channel, %reason, "push answer does not line up");
+                rows.into_iter()
+                    .map(|row| {
+                        let s = failed(cfg, &row, true, reason.clone(), None, now, &mut stats);
+                        (row, s)
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, batch = rows.len(), "push failed");
+                rows.into_iter()
+                    .map(|row| {
+                        let s = failed(
+                            cfg,
+                            &row,
+                            e.is_retryable(),
+                            e.to_string(),
+                            e.retry_after,
+                            now,
+                            &mut stats,
+                        );
+                        (row, s)
+                    })
+                    .collect()
+            }
+        };
+        store.settle(channel, run_id, &settled, now_ms()).await?;
+    }
+}
+
+fn failed(
+    cfg: &OutboxSection,
+    row: &OutboxRow,
+    retryable: bool,
+    reason: String,
+    asked: Option<Duration>,
+    now: i64,
+    stats: &mut DrainStats,
+) -> Settled {
+    if retryable && row.attempts + 1 < cfg.max_attempts {
+        stats.rescheduled += 1;
+        let wait = reschedule_delay(cfg, row.attempts, asked);
+        Settled::RetryAt {
+            at: now + wait.as_millis() as i64,
+            error: reason,
+        }
+    } else {
+        stats.dead += 1;
+        Settled::Dead { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reschedule_grows_and_honours_retry_after() {
+        let cfg = OutboxSection::default();
+        let d0 = reschedule_delay(&cfg, 0, None);
+        let d3 = reschedule_delay(&cfg, 3, None);
+        assert_eq!(d3, d0 * 8);
+        assert_eq!(
+            reschedule_delay(&cfg, 0, Some(Duration::from_secs(9))),
+            Duration::from_secs(9)
+        );
+        assert!(reschedule_delay(&cfg, 60, None) <= Duration::from_secs(3600));
+    }
+}

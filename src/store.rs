@@ -1,0 +1,916 @@
+//! Durable state: canonical items, bindings, three-way target state, drift history, the
+//! outbox, dead letters, the push log and runs.
+//!
+//! One SQL dialect for both backends: SQLite (the embedded default: one file, WAL) and
+//! PostgreSQL (several daemons sharing the work). Queries use `$N` placeholders, which both
+//! accept; upserts use `ON CONFLICT … DO UPDATE`, row values and `RETURNING`, which both
+//! have; times are Unix milliseconds and booleans 0/1. Only the migrations differ (identity
+//! column syntax). Writes are set-based: multi-row `VALUES` in chunks, one transaction per
+//! batch, never a statement per item outside a transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use omnisync_sdk::{Change, Offer};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use crate::planner::{CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow};
+
+/// A store failure, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database call failed.
+    #[error("{context}: {source}")]
+    Db {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one we support.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    Url(String),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+trait Ctx<T> {
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> Ctx<T> for std::result::Result<T, sqlx::Error> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|source| StoreError::Db {
+            context: context.to_string(),
+            source,
+        })
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+const CHUNK: usize = 500;
+
+/// A row of the outbox, claimed for pushing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// Which value.
+    pub key: StateKey,
+    /// The encoded value being set.
+    pub value: String,
+    /// The change.
+    pub change: Change,
+    /// The listing id.
+    pub external_id: Option<String>,
+    /// The connector's extra ids.
+    pub refs: BTreeMap<String, String>,
+    /// Deterministic idempotency key.
+    pub idempotency_key: String,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+/// What became of one claimed outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Applied by the API.
+    Applied,
+    /// Compare-and-set failed; re-read and plan again.
+    Stale,
+    /// Try again at `at` (ms).
+    RetryAt {
+        /// When.
+        at: i64,
+        /// Why.
+        error: String,
+    },
+    /// Hopeless: dead-letter with the reason.
+    Dead {
+        /// The API's reason.
+        reason: String,
+    },
+}
+
+/// A run as listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// `full` or a description of the partial scope.
+    pub scope: String,
+    /// A dry run pushes nothing.
+    pub dry_run: bool,
+    /// Start (ms).
+    pub started_at: i64,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// `running`, `ok`, `failed`.
+    pub status: String,
+    /// The report JSON, when finished.
+    pub report: Option<String>,
+}
+
+/// A dead letter as listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Id.
+    pub id: i64,
+    /// Channel.
+    pub channel: String,
+    /// SKU.
+    pub sku: String,
+    /// Field.
+    pub field: String,
+    /// Location.
+    pub location: String,
+    /// The value that could not be set.
+    pub value: String,
+    /// The API's reason.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When (ms).
+    pub created_at: i64,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Appends `($n, $n+1, …)` groups (only placeholders: the one kind of dynamic SQL here,
+/// which is why `AssertSqlSafe` is sound in this module) for `rows` rows of `cols` columns, starting at `$start`.
+fn values_clause(rows: usize, cols: usize, start: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    let mut n = start;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain data types cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating an SQLite file if needed) and migrates.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url).ctx("parsing database URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .ctx("connecting to the database")?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for read-only report queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    // ---- runs -------------------------------------------------------------------------
+
+    /// Records the start of a run and returns its id.
+    pub async fn start_run(&self, scope: &str, dry_run: bool, now: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO runs (scope, dry_run, started_at, status) VALUES ($1, $2, $3, 'running') RETURNING id",
+        )
+        .bind(scope)
+        .bind(i64::from(dry_run))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("starting a run")?;
+        row.try_get::<i64, _>(0).ctx("reading run id")
+    }
+
+    /// Records the end of a run with its report.
+    pub async fn finish_run(&self, id: i64, status: &str, report: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE runs SET finished_at = $1, status = $2, report = $3 WHERE id = $4")
+            .bind(now)
+            .bind(status)
+            .bind(report)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("finishing a run")?;
+        Ok(())
+    }
+
+    /// One run, or the latest finished one.
+    pub async fn run(&self, id: Option<i64>) -> Result<Option<RunRow>> {
+        let q = match id {
+            Some(id) => sqlx::query(
+                "SELECT id, scope, dry_run, started_at, finished_at, status, report FROM runs WHERE id = $1",
+            )
+            .bind(id),
+            None => sqlx::query(
+                "SELECT id, scope, dry_run, started_at, finished_at, status, report FROM runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            ),
+        };
+        let row = q.fetch_optional(&self.pool).await.ctx("reading a run")?;
+        row.map(|r| run_row(&r)).transpose()
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn runs(&self, limit: i64) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT id, scope, dry_run, started_at, finished_at, status, NULL AS report FROM runs ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("listing runs")?;
+        rows.iter().map(run_row).collect()
+    }
+
+    // ---- canonical items and bindings -------------------------------------------------
+
+    /// Stores the canonical items read from the sources.
+    pub async fn save_items(&self, items: &[CanonicalItem], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.ctx("saving items")?;
+        for chunk in items.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO items (sku, title, price_minor, currency, updated_at) VALUES {} \
+                 ON CONFLICT (sku) DO UPDATE SET title = excluded.title, price_minor = excluded.price_minor, \
+                 currency = excluded.currency, updated_at = excluded.updated_at",
+                values_clause(chunk.len(), 5, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for item in chunk {
+                q = q
+                    .bind(item.sku.as_str())
+                    .bind(item.title.as_deref())
+                    .bind(item.price.map(|p| p.minor))
+                    .bind(item.price.map(|p| p.currency.code().to_string()))
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("saving items")?;
+        }
+        let stock: Vec<(&str, &str, i64)> = items
+            .iter()
+            .flat_map(|i| i.stock.iter().map(|(loc, q)| (i.sku.as_str(), loc.as_str(), *q)))
+            .collect();
+        for chunk in stock.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO item_stock (sku, location, available, source, updated_at) VALUES {} \
+                 ON CONFLICT (sku, location) DO UPDATE SET available = excluded.available, \
+                 source = excluded.source, updated_at = excluded.updated_at",
+                values_clause(chunk.len(), 5, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (sku, loc, qty) in chunk {
+                q = q.bind(*sku).bind(*loc).bind(*qty).bind("source").bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("saving item stock")?;
+        }
+        tx.commit().await.ctx("saving items")?;
+        Ok(())
+    }
+
+    /// Stores what a channel showed for its bound listings.
+    pub async fn save_bindings(
+        &self,
+        channel: &str,
+        observed: &HashMap<String, Observed>,
+        now: i64,
+    ) -> Result<()> {
+        let rows: Vec<(&String, &Observed)> = observed.iter().collect();
+        let mut tx = self.pool.begin().await.ctx("saving bindings")?;
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO bindings (channel, sku, external_id, refs, offer, stock, observed_at) VALUES {} \
+                 ON CONFLICT (channel, sku) DO UPDATE SET external_id = excluded.external_id, refs = excluded.refs, \
+                 offer = excluded.offer, stock = excluded.stock, observed_at = excluded.observed_at",
+                values_clause(chunk.len(), 7, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (sku, o) in chunk {
+                q = q
+                    .bind(channel)
+                    .bind(sku.as_str())
+                    .bind(o.external_id.as_str())
+                    .bind(json(&o.refs))
+                    .bind(o.offer.as_ref().map(json::<Offer>))
+                    .bind(json(&o.stock))
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("saving bindings")?;
+        }
+        tx.commit().await.ctx("saving bindings")?;
+        Ok(())
+    }
+
+    /// Records a channel's orphans (listings bound to no item). With `full`, orphans not
+    /// seen in this read are forgotten.
+    pub async fn save_orphans(
+        &self,
+        channel: &str,
+        orphans: &[(String, Option<String>, String)],
+        full: bool,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.ctx("saving orphans")?;
+        for chunk in orphans.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO orphans (channel, external_id, sku, reason, first_seen, last_seen) VALUES {} \
+                 ON CONFLICT (channel, external_id) DO UPDATE SET sku = excluded.sku, reason = excluded.reason, \
+                 last_seen = excluded.last_seen",
+                values_clause(chunk.len(), 6, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (ext, sku, reason) in chunk {
+                q = q
+                    .bind(channel)
+                    .bind(ext.as_str())
+                    .bind(sku.as_deref())
+                    .bind(reason.as_str())
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("saving orphans")?;
+        }
+        if full {
+            sqlx::query("DELETE FROM orphans WHERE channel = $1 AND last_seen < $2")
+                .bind(channel)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .ctx("forgetting orphans")?;
+        }
+        tx.commit().await.ctx("saving orphans")?;
+        Ok(())
+    }
+
+    // ---- target state -----------------------------------------------------------------
+
+    /// The previous pass's state for a channel, for all SKUs or the given ones.
+    pub async fn load_prev(
+        &self,
+        channel: &str,
+        skus: Option<&[String]>,
+    ) -> Result<HashMap<StateKey, PrevState>> {
+        let mut out = HashMap::new();
+        let base = "SELECT sku, field, location, desired, in_sync, cause FROM target_state WHERE channel = $1";
+        let mut rows = Vec::new();
+        match skus {
+            None => {
+                rows = sqlx::query(base)
+                    .bind(channel)
+                    .fetch_all(&self.pool)
+                    .await
+                    .ctx("loading target state")?;
+            }
+            Some(skus) => {
+                for chunk in skus.chunks(CHUNK) {
+                    let sql = format!("{base} AND sku IN {}", values_list(chunk.len(), 2));
+                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel);
+                    for s in chunk {
+                        q = q.bind(s.as_str());
+                    }
+                    rows.extend(q.fetch_all(&self.pool).await.ctx("loading target state")?);
+                }
+            }
+        }
+        for r in rows {
+            let field: String = r.try_get(1).ctx("reading target state")?;
+            let Some(field) = Field::parse(&field) else {
+                return Err(StoreError::Corrupt {
+                    table: "target_state",
+                    detail: format!("unknown field {field:?}"),
+                });
+            };
+            let cause: Option<String> = r.try_get(5).ctx("reading target state")?;
+            out.insert(
+                StateKey {
+                    sku: r.try_get(0).ctx("reading target state")?,
+                    field,
+                    location: r.try_get(2).ctx("reading target state")?,
+                },
+                PrevState {
+                    desired: r.try_get(3).ctx("reading target state")?,
+                    in_sync: r.try_get::<i64, _>(4).ctx("reading target state")? != 0,
+                    cause: cause.as_deref().and_then(Cause::parse),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Saves a pass's conclusions. Rows unchanged since the previous pass (same desired
+    /// value, in sync then and now) are not rewritten. Differences that closed are copied
+    /// to the drift history first.
+    pub async fn save_state(
+        &self,
+        channel: &str,
+        rows: &[TargetRow],
+        prev: &HashMap<StateKey, PrevState>,
+        now: i64,
+    ) -> Result<()> {
+        let changed: Vec<&TargetRow> = rows
+            .iter()
+            .filter(|r| match prev.get(&r.key) {
+                Some(p) => !(p.in_sync && r.in_sync && p.desired == r.desired),
+                None => true,
+            })
+            .collect();
+        let closed: Vec<&TargetRow> = changed
+            .iter()
+            .copied()
+            .filter(|r| r.in_sync && prev.get(&r.key).is_some_and(|p| !p.in_sync))
+            .collect();
+        let mut tx = self.pool.begin().await.ctx("saving target state")?;
+        for chunk in closed.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
+                 SELECT channel, sku, field, location, desired, observed, cause, COALESCE(drift_since, $2), $2 \
+                 FROM target_state WHERE channel = $1 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
+                values_clause(chunk.len(), 3, 3)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(now);
+            for r in chunk {
+                q = q
+                    .bind(r.key.sku.as_str())
+                    .bind(r.key.field.as_str())
+                    .bind(r.key.location.as_str());
+            }
+            q.execute(&mut *tx).await.ctx("recording closed drift")?;
+        }
+        for chunk in changed.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO target_state (channel, sku, field, location, desired, observed, in_sync, cause, drift_since, checked_at) \
+                 VALUES {} ON CONFLICT (channel, sku, field, location) DO UPDATE SET \
+                 desired = excluded.desired, observed = excluded.observed, in_sync = excluded.in_sync, \
+                 cause = excluded.cause, checked_at = excluded.checked_at, \
+                 drift_since = CASE WHEN excluded.in_sync = 1 THEN NULL \
+                 WHEN target_state.in_sync = 1 OR target_state.drift_since IS NULL THEN excluded.drift_since \
+                 ELSE target_state.drift_since END",
+                values_clause(chunk.len(), 10, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(channel)
+                    .bind(r.key.sku.as_str())
+                    .bind(r.key.field.as_str())
+                    .bind(r.key.location.as_str())
+                    .bind(r.desired.as_str())
+                    .bind(r.observed.as_deref())
+                    .bind(i64::from(r.in_sync))
+                    .bind(r.cause.map(|c| c.as_str()))
+                    .bind((!r.in_sync).then_some(now))
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("saving target state")?;
+        }
+        tx.commit().await.ctx("saving target state")?;
+        Ok(())
+    }
+
+    /// Sets the cause of open differences (after a failed or no-op write).
+    pub async fn mark_cause(&self, channel: &str, keys: &[StateKey], cause: Cause) -> Result<()> {
+        let mut tx = self.pool.begin().await.ctx("marking drift cause")?;
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE target_state SET cause = $2 WHERE channel = $1 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
+                values_clause(chunk.len(), 3, 3)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(cause.as_str());
+            for k in chunk {
+                q = q
+                    .bind(k.sku.as_str())
+                    .bind(k.field.as_str())
+                    .bind(k.location.as_str());
+            }
+            q.execute(&mut *tx).await.ctx("marking drift cause")?;
+        }
+        tx.commit().await.ctx("marking drift cause")?;
+        Ok(())
+    }
+
+    // ---- outbox -----------------------------------------------------------------------
+
+    /// Keys whose current value sits in an open dead letter: not queued again until an
+    /// operator replays them (the drift stays open as `write_failed`).
+    pub async fn dead_lettered(&self, channel: &str) -> Result<HashSet<(StateKey, String)>> {
+        let rows = sqlx::query(
+            "SELECT sku, field, location, value FROM dead_letters WHERE channel = $1 AND resolved_at IS NULL",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading dead letters")?;
+        let mut out = HashSet::new();
+        for r in rows {
+            let field: String = r.try_get(1).ctx("reading dead letters")?;
+            if let Some(field) = Field::parse(&field) {
+                out.insert((
+                    StateKey {
+                        sku: r.try_get(0).ctx("reading dead letters")?,
+                        field,
+                        location: r.try_get(2).ctx("reading dead letters")?,
+                    },
+                    r.try_get(3).ctx("reading dead letters")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues corrections, coalescing per (channel, sku, field, location): a newer value
+    /// replaces a queued older one (and starts its attempts afresh); the same value already
+    /// queued is left alone. `hold` gives the reason to hold a correction for approval.
+    /// Returns how many rows were queued and held.
+    pub async fn enqueue(
+        &self,
+        channel: &str,
+        planned: &[(Planned, String, Option<String>)],
+        run_id: i64,
+        now: i64,
+    ) -> Result<(u64, u64)> {
+        let mut tx = self.pool.begin().await.ctx("queueing corrections")?;
+        for chunk in planned.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO outbox (channel, sku, field, location, value, change, external_id, refs, \
+                 idempotency_key, status, hold_reason, attempts, next_attempt_at, run_id, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (channel, sku, field, location) DO UPDATE SET value = excluded.value, \
+                 change = excluded.change, external_id = excluded.external_id, refs = excluded.refs, \
+                 idempotency_key = excluded.idempotency_key, status = excluded.status, hold_reason = excluded.hold_reason, \
+                 attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL, run_id = excluded.run_id, \
+                 updated_at = excluded.updated_at \
+                 WHERE outbox.value <> excluded.value OR outbox.status <> excluded.status",
+                values_clause(chunk.len(), 16, 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (p, key, hold) in chunk {
+                q = q
+                    .bind(channel)
+                    .bind(p.key.sku.as_str())
+                    .bind(p.key.field.as_str())
+                    .bind(p.key.location.as_str())
+                    .bind(p.value.as_str())
+                    .bind(json(&p.change))
+                    .bind(p.external_id.as_deref())
+                    .bind(json(&p.refs))
+                    .bind(key.as_str())
+                    .bind(if hold.is_some() { "held" } else { "queued" })
+                    .bind(hold.as_deref())
+                    .bind(0i64)
+                    .bind(now)
+                    .bind(run_id)
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("queueing corrections")?;
+        }
+        tx.commit().await.ctx("queueing corrections")?;
+        let held = planned.iter().filter(|(_, _, h)| h.is_some()).count() as u64;
+        Ok((planned.len() as u64 - held, held))
+    }
+
+    /// Claims up to `limit` due corrections of a channel, oldest first.
+    pub async fn claim(&self, channel: &str, limit: usize, now: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
+             FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 ORDER BY id LIMIT $3",
+        )
+        .bind(channel)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("claiming corrections")?;
+        rows.iter()
+            .map(|r| {
+                let field: String = r.try_get(2).ctx("reading outbox")?;
+                let change: String = r.try_get(5).ctx("reading outbox")?;
+                let refs: String = r.try_get(7).ctx("reading outbox")?;
+                let corrupt = |detail: String| StoreError::Corrupt {
+                    table: "outbox",
+                    detail,
+                };
+                Ok(OutboxRow {
+                    id: r.try_get(0).ctx("reading outbox")?,
+                    key: StateKey {
+                        sku: r.try_get(1).ctx("reading outbox")?,
+                        field: Field::parse(&field)
+                            .ok_or_else(|| corrupt(format!("unknown field {field:?}")))?,
+                        location: r.try_get(3).ctx("reading outbox")?,
+                    },
+                    value: r.try_get(4).ctx("reading outbox")?,
+                    change: serde_json::from_str(&change)
+                        .map_err(|e| corrupt(format!("change: {e}")))?,
+                    external_id: r.try_get(6).ctx("reading outbox")?,
+                    refs: serde_json::from_str(&refs).map_err(|e| corrupt(format!("refs: {e}")))?,
+                    idempotency_key: r.try_get(8).ctx("reading outbox")?,
+                    attempts: r.try_get(9).ctx("reading outbox")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records what became of claimed rows, in one transaction. A row whose value was
+    /// replaced meanwhile (different idempotency key) is left for its newer value.
+    pub async fn settle(
+        &self,
+        channel: &str,
+        run_id: i64,
+        results: &[(OutboxRow, Settled)],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.ctx("settling corrections")?;
+        for (row, settled) in results {
+            let (outcome, detail) = match settled {
+                Settled::Applied => {
+                    sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
+                        .bind(row.id)
+                        .bind(row.idempotency_key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("settling an applied correction")?;
+                    sqlx::query(
+                        "UPDATE target_state SET pushed = $1, pushed_at = $2 \
+                         WHERE channel = $3 AND sku = $4 AND field = $5 AND location = $6",
+                    )
+                    .bind(row.value.as_str())
+                    .bind(now)
+                    .bind(channel)
+                    .bind(row.key.sku.as_str())
+                    .bind(row.key.field.as_str())
+                    .bind(row.key.location.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("recording a pushed value")?;
+                    ("applied", None)
+                }
+                Settled::Stale => {
+                    sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
+                        .bind(row.id)
+                        .bind(row.idempotency_key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("settling a stale correction")?;
+                    ("stale", None)
+                }
+                Settled::RetryAt { at, error } => {
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, updated_at = $3 \
+                         WHERE id = $4 AND idempotency_key = $5",
+                    )
+                    .bind(*at)
+                    .bind(error.as_str())
+                    .bind(now)
+                    .bind(row.id)
+                    .bind(row.idempotency_key.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("rescheduling a correction")?;
+                    ("retry", Some(error.as_str()))
+                }
+                Settled::Dead { reason } => {
+                    let deleted = sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
+                        .bind(row.id)
+                        .bind(row.idempotency_key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("dead-lettering a correction")?;
+                    if deleted.rows_affected() > 0 {
+                        sqlx::query(
+                            "INSERT INTO dead_letters (channel, sku, field, location, value, change, reason, attempts, run_id, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(channel)
+                        .bind(row.key.sku.as_str())
+                        .bind(row.key.field.as_str())
+                        .bind(row.key.location.as_str())
+                        .bind(row.value.as_str())
+                        .bind(json(&row.change))
+                        .bind(reason.as_str())
+                        .bind(row.attempts + 1)
+                        .bind(run_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("dead-lettering a correction")?;
+                        sqlx::query(
+                            "UPDATE target_state SET cause = 'write_failed' \
+                             WHERE channel = $1 AND sku = $2 AND field = $3 AND location = $4 AND in_sync = 0",
+                        )
+                        .bind(channel)
+                        .bind(row.key.sku.as_str())
+                        .bind(row.key.field.as_str())
+                        .bind(row.key.location.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .ctx("marking a failed write")?;
+                    }
+                    ("dead", Some(reason.as_str()))
+                }
+            };
+            sqlx::query(
+                "INSERT INTO push_log (run_id, channel, sku, field, location, value, outcome, detail, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(run_id)
+            .bind(channel)
+            .bind(row.key.sku.as_str())
+            .bind(row.key.field.as_str())
+            .bind(row.key.location.as_str())
+            .bind(row.value.as_str())
+            .bind(outcome)
+            .bind(detail)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .ctx("logging a push")?;
+        }
+        tx.commit().await.ctx("settling corrections")?;
+        Ok(())
+    }
+
+    /// Rows waiting in a channel's outbox: (queued, held).
+    pub async fn outbox_depth(&self, channel: &str) -> Result<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END), 0) \
+             FROM outbox WHERE channel = $1",
+        )
+        .bind(channel)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("measuring the outbox")?;
+        let queued: i64 = row.try_get(0).ctx("measuring the outbox")?;
+        let held: i64 = row.try_get(1).ctx("measuring the outbox")?;
+        Ok((queued.max(0) as u64, held.max(0) as u64))
+    }
+
+    /// The earliest time a queued correction of this channel is due, if any.
+    pub async fn next_due(&self, channel: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE channel = $1 AND status = 'queued'",
+        )
+        .bind(channel)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("reading the outbox")?;
+        row.try_get::<Option<i64>, _>(0).ctx("reading the outbox")
+    }
+
+    /// Push outcomes of a run for a channel: outcome → count.
+    pub async fn push_counts(&self, run_id: i64, channel: &str) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query(
+            "SELECT outcome, COUNT(*) FROM push_log WHERE run_id = $1 AND channel = $2 GROUP BY outcome",
+        )
+        .bind(run_id)
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("counting pushes")?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let outcome: String = r.try_get(0).ctx("counting pushes")?;
+            let n: i64 = r.try_get(1).ctx("counting pushes")?;
+            out.insert(outcome, n.max(0) as u64);
+        }
+        Ok(out)
+    }
+
+    /// Open dead letters, newest first.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, channel, sku, field, location, value, reason, attempts, created_at \
+             FROM dead_letters WHERE resolved_at IS NULL ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("listing dead letters")?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get(0).ctx("reading dead letters")?,
+                    channel: r.try_get(1).ctx("reading dead letters")?,
+                    sku: r.try_get(2).ctx("reading dead letters")?,
+                    field: r.try_get(3).ctx("reading dead letters")?,
+                    location: r.try_get(4).ctx("reading dead letters")?,
+                    value: r.try_get(5).ctx("reading dead letters")?,
+                    reason: r.try_get(6).ctx("reading dead letters")?,
+                    attempts: r.try_get(7).ctx("reading dead letters")?,
+                    created_at: r.try_get(8).ctx("reading dead letters")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `($start, $start+1, …)` for an `IN` list of `n` values.
+fn values_list(n: usize, start: usize) -> String {
+    let items: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
+    format!("({})", items.join(","))
+}
+
+fn run_row(r: &sqlx::any::AnyRow) -> Result<RunRow> {
+    Ok(RunRow {
+        id: r.try_get(0).ctx("reading a run")?,
+        scope: r.try_get(1).ctx("reading a run")?,
+        dry_run: r.try_get::<i64, _>(2).ctx("reading a run")? != 0,
+        started_at: r.try_get(3).ctx("reading a run")?,
+        finished_at: r.try_get(4).ctx("reading a run")?,
+        status: r.try_get(5).ctx("reading a run")?,
+        report: r.try_get(6).ctx("reading a run")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(values_clause(2, 3, 1), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(values_clause(1, 2, 3), "($3,$4)");
+        assert_eq!(values_list(3, 2), "($2,$3,$4)");
+    }
+}
