@@ -85,6 +85,9 @@ pub struct DaemonSection {
     /// Outbox tuning.
     #[serde(default)]
     pub outbox: OutboxSection,
+    /// The HTTP server (webhooks, health and readiness).
+    #[serde(default)]
+    pub http: HttpSection,
 }
 
 impl Default for DaemonSection {
@@ -94,6 +97,7 @@ impl Default for DaemonSection {
             reconcile_schedule: default_reconcile(),
             log_format: default_log_format(),
             outbox: OutboxSection::default(),
+            http: HttpSection::default(),
         }
     }
 }
@@ -148,6 +152,51 @@ fn default_min_delay() -> u64 {
 }
 fn default_max_delay() -> u64 {
     10_000
+}
+
+/// `[daemon.http]`: the server for webhooks (`/webhooks/{connector_id}`), `/healthz` and
+/// `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address and port to listen on (default `127.0.0.1:8080`; put a TLS-terminating proxy
+    /// in front to receive webhooks from the internet).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest webhook body accepted, in bytes (default 1 MiB); larger ones get 413.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// How long the inbox processor collects deliveries into one scoped pass, in
+    /// milliseconds (default 50).
+    #[serde(default = "default_coalesce")]
+    pub coalesce_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: default_listen(),
+            body_limit_bytes: default_body_limit(),
+            coalesce_ms: default_coalesce(),
+        }
+    }
+}
+
+impl HttpSection {
+    /// The listen address, parsed (validation has already checked it).
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, std::net::AddrParseError> {
+        self.listen.trim().parse()
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_body_limit() -> usize {
+    1024 * 1024
+}
+fn default_coalesce() -> u64 {
+    50
 }
 
 /// `[canonical]`: how the price source states prices.
@@ -326,7 +375,10 @@ impl Config {
             .map_err(|e| fail("(file)", e.to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
             let key = e.path().to_string();
-            fail(if key == "." { "(top level)" } else { &key }, e.into_inner().to_string())
+            fail(
+                if key == "." { "(top level)" } else { &key },
+                e.into_inner().to_string(),
+            )
         })?;
         validate(path, raw)
     }
@@ -385,7 +437,9 @@ impl Collector {
             Err(e) => {
                 self.push(
                     key,
-                    format!("{value:?} is not an RFC 3339 time such as 2026-11-27T00:00:00+01:00 ({e})"),
+                    format!(
+                        "{value:?} is not an RFC 3339 time such as 2026-11-27T00:00:00+01:00 ({e})"
+                    ),
                 );
                 None
             }
@@ -393,7 +447,12 @@ impl Collector {
     }
 }
 
-fn rounding(c: &mut Collector, key: &str, raw: &RawRounding, currency: Currency) -> Option<Rounding> {
+fn rounding(
+    c: &mut Collector,
+    key: &str,
+    raw: &RawRounding,
+    currency: Currency,
+) -> Option<Rounding> {
     let unit = 10i64.pow(currency.exponent());
     let preset = |step: i64, ending: i64| Rounding {
         step,
@@ -423,7 +482,10 @@ fn rounding(c: &mut Collector, key: &str, raw: &RawRounding, currency: Currency)
                 let d = c.decimal(k, v)?;
                 let m = d * Decimal::from(unit);
                 if m.fract() != Decimal::ZERO || m < Decimal::ZERO {
-                    c.push(k, format!("{v} is not a whole number of minor units of {currency}"));
+                    c.push(
+                        k,
+                        format!("{v} is not a whole number of minor units of {currency}"),
+                    );
                     return None;
                 }
                 i64::try_from(m).ok()
@@ -442,7 +504,10 @@ fn rounding(c: &mut Collector, key: &str, raw: &RawRounding, currency: Currency)
                 "up" => RoundingMode::Up,
                 "down" => RoundingMode::Down,
                 other => {
-                    c.push(format!("{key}.mode"), format!("{other:?}: expected nearest, up or down"));
+                    c.push(
+                        format!("{key}.mode"),
+                        format!("{other:?}: expected nearest, up or down"),
+                    );
                     return None;
                 }
             };
@@ -453,7 +518,8 @@ fn rounding(c: &mut Collector, key: &str, raw: &RawRounding, currency: Currency)
 
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut c = Collector { problems: vec![] };
-    let reconcile_schedule = c.schedule("daemon.reconcile_schedule", &raw.daemon.reconcile_schedule);
+    let reconcile_schedule =
+        c.schedule("daemon.reconcile_schedule", &raw.daemon.reconcile_schedule);
     if !matches!(raw.daemon.log_format.as_str(), "human" | "json") {
         c.push("daemon.log_format", "expected \"human\" or \"json\"");
     }
@@ -466,12 +532,33 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.daemon.outbox.max_attempts < 1 {
         c.push("daemon.outbox.max_attempts", "must be at least 1");
     }
+    if let Err(e) = raw.daemon.http.listen_addr() {
+        c.push(
+            "daemon.http.listen",
+            format!(
+                "{:?} is not an IP address and port such as 127.0.0.1:8080 or [::]:8080 ({e})",
+                raw.daemon.http.listen
+            ),
+        );
+    }
+    if raw.daemon.http.body_limit_bytes < 1 {
+        c.push("daemon.http.body_limit_bytes", "must be at least 1");
+    }
+    if raw.daemon.http.coalesce_ms > 60_000 {
+        c.push(
+            "daemon.http.coalesce_ms",
+            "must be at most 60000 (one minute)",
+        );
+    }
 
     let source_currency = c.currency("canonical.currency", &raw.canonical.currency);
     let source_vat = match &raw.canonical.vat_percent {
         Some(v) => c.decimal("canonical.vat_percent", v),
         None if raw.canonical.prices_include_vat => {
-            c.push("canonical.vat_percent", "required when prices_include_vat = true");
+            c.push(
+                "canonical.vat_percent",
+                "required when prices_include_vat = true",
+            );
             None
         }
         None => Some(Decimal::ZERO),
@@ -488,7 +575,10 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             time::macros::format_description!("[year]-[month]-[day]"),
         );
         if date.is_err() {
-            c.push(format!("{k}.date"), format!("{:?} is not a date like 2026-11-01", fx.date));
+            c.push(
+                format!("{k}.date"),
+                format!("{:?} is not a date like 2026-11-01", fx.date),
+            );
         }
         if let Some(r) = rate
             && r <= Decimal::ZERO
@@ -518,15 +608,15 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     Some(Discount::PercentOff(d))
                 }
             }),
-            (None, Some(price)) => source_currency.and_then(|cur| {
-                match omnisync_sdk::Money::parse_major(price, cur) {
+            (None, Some(price)) => {
+                source_currency.and_then(|cur| match omnisync_sdk::Money::parse_major(price, cur) {
                     Ok(m) => Some(Discount::Price(m)),
                     Err(e) => {
                         c.push(format!("{k}.price"), e.to_string());
                         None
                     }
-                }
-            }),
+                })
+            }
             _ => {
                 c.push(&k, "set exactly one of percent_off or price");
                 None
@@ -599,13 +689,21 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut connectors = Vec::new();
     for (id, r) in &raw.connectors {
         let k = format!("connectors.{id}");
-        if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
             c.push(&k, "connector ids use letters, digits, '-' and '_' only");
         }
         if !crate::registry::KINDS.contains(&r.kind.as_str()) {
             c.push(
                 format!("{k}.kind"),
-                format!("unknown kind {:?} (known: {})", r.kind, crate::registry::KINDS.join(", ")),
+                format!(
+                    "unknown kind {:?} (known: {})",
+                    r.kind,
+                    crate::registry::KINDS.join(", ")
+                ),
             );
         } else if let Err(e) = crate::registry::check_settings(&r.kind, &r.settings) {
             c.push(format!("{k}.settings{}", e.0), e.1);
@@ -627,7 +725,10 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             let vat = match &r.vat_percent {
                 Some(v) => c.decimal(&format!("{k}.vat_percent"), v),
                 None if includes_vat => {
-                    c.push(format!("{k}.vat_percent"), "required when prices_include_vat = true");
+                    c.push(
+                        format!("{k}.vat_percent"),
+                        "required when prices_include_vat = true",
+                    );
                     None
                 }
                 None => Some(Decimal::ZERO),
@@ -744,7 +845,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
-    match (c.problems.is_empty(), reconcile_schedule, source_currency, source_vat) {
+    match (
+        c.problems.is_empty(),
+        reconcile_schedule,
+        source_currency,
+        source_vat,
+    ) {
         (true, Some(reconcile_schedule), Some(currency), Some(vat_percent)) => Ok(Config {
             file: file.to_path_buf(),
             daemon: raw.daemon,

@@ -3,20 +3,28 @@
 //! Starts with a full reconcile, then runs each connector's poll on its cron schedule (a
 //! poll of a target reconciles that channel; a poll of a source reconciles everything), the
 //! full reconcile on its schedule, and an outbox loop that pushes rescheduled corrections
-//! when they fall due. Passes never overlap (the engine serializes them). Tells systemd
-//! `READY=1` once the store is migrated and connectors are built, pings the watchdog from
-//! the scheduler's heartbeat, and on SIGTERM/SIGINT finishes the pass in progress, says
-//! `STOPPING=1` and exits.
+//! when they fall due. Passes never overlap (the engine serializes them). The HTTP server
+//! ([`crate::http`], `daemon.http.listen`) takes webhooks into the durable inbox and the
+//! inbox processor ([`crate::inbox::Processor`]) turns them into scoped passes; `/readyz`
+//! answers 200 once the first full pass has finished. Tells systemd `READY=1` once the
+//! store is migrated, connectors are built and the listener is bound, pings the watchdog
+//! from the scheduler's heartbeat, and on SIGTERM/SIGINT finishes the pass in progress,
+//! says `STOPPING=1` and exits.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use sd_notify::NotifyState;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Role};
 use crate::engine::{Engine, Scope};
+use crate::http::{HttpState, Readiness};
+use crate::inbox::{Processor, WebhookStats};
 use crate::outbox::now_ms;
 use crate::schedule::Schedule;
 
@@ -27,23 +35,122 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for (id, result) in engine.healthcheck().await {
         match result {
             Ok(()) => tracing::info!(connector = %id, "healthcheck ok"),
-            Err(e) => tracing::warn!(connector = %id, error = %e, "healthcheck failed; will keep trying on schedule"),
+            Err(e) => {
+                tracing::warn!(connector = %id, error = %e, "healthcheck failed; will keep trying on schedule")
+            }
         }
     }
+    let file = engine.config().file.display().to_string();
+    let addr = engine
+        .config()
+        .daemon
+        .http
+        .listen_addr()
+        .with_context(|| format!("{file}: daemon.http.listen"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{file}: daemon.http.listen: cannot listen on {addr}"))?;
+    let daemon = start(engine, listener)?;
+    tracing::info!(listen = %daemon.local_addr(), "serving /webhooks/{{connector_id}}, /healthz and /readyz");
+
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing the pass in progress");
+    daemon.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A started daemon: its tasks, its HTTP address and what it reports.
+pub struct Daemon {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    readiness: Arc<Readiness>,
+    webhooks: Arc<WebhookStats>,
+}
+
+impl Daemon {
+    /// Where the HTTP server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What `/readyz` answers.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// The webhook counters.
+    pub fn webhook_stats(&self) -> &Arc<WebhookStats> {
+        &self.webhooks
+    }
+
+    /// Stops: `/readyz` turns 503, systemd hears `STOPPING=1`, the loops finish the pass in
+    /// progress and end, the server finishes the requests in progress.
+    pub async fn shutdown(mut self) {
+        self.readiness.set_stopping();
+        notify(&[NotifyState::Stopping]);
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the daemon's tasks on an engine whose store is open and a bound listener: tells
+/// systemd `READY=1`, then runs the first full reconcile (`/readyz` turns 200 when it has
+/// finished), the schedules, the outbox loop, the HTTP server and the inbox processor.
+/// Must be called inside a Tokio runtime.
+pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::Result<Daemon> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
     let stop = CancellationToken::new();
     let heartbeat = Arc::new(AtomicI64::new(now_ms()));
+    let readiness = Arc::new(Readiness::new());
+    let webhooks = Arc::new(WebhookStats::default());
+    let wake = Arc::new(Notify::new());
     notify(&[NotifyState::Ready, NotifyState::Status("reconciling")]);
+    readiness.first_pass();
 
     let mut tasks = tokio::task::JoinSet::new();
     // Full reconcile: once now, then on schedule.
     {
-        let (engine, stop, beat) = (engine.clone(), stop.clone(), heartbeat.clone());
+        let (engine, stop, beat, ready) = (
+            engine.clone(),
+            stop.clone(),
+            heartbeat.clone(),
+            readiness.clone(),
+        );
         let schedule = engine.config().reconcile_schedule.clone();
         tasks.spawn(async move {
             let full = Scope::default();
             pass(&engine, &full, &beat).await;
+            if ready.set_ready() {
+                notify(&[NotifyState::Status("ready")]);
+            }
             scheduled(&schedule, &stop, &beat, || pass(&engine, &full, &beat)).await;
         });
+    }
+    // HTTP: webhooks into the inbox, health and readiness.
+    {
+        let router = crate::http::router(HttpState {
+            engine: engine.clone(),
+            stats: webhooks.clone(),
+            readiness: readiness.clone(),
+            wake: wake.clone(),
+            body_limit: engine.config().daemon.http.body_limit_bytes,
+        });
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, router, stop).await {
+                tracing::error!(error = %e, "the HTTP server failed; webhooks are not received");
+            }
+        });
+    }
+    // Inbox: stored deliveries → scoped passes.
+    {
+        let coalesce = Duration::from_millis(engine.config().daemon.http.coalesce_ms);
+        let processor = Processor::new(engine.clone(), webhooks.clone(), wake, coalesce);
+        tasks.spawn(processor.run(stop.clone()));
     }
     // Per-connector polls.
     for c in engine.config().connectors.clone() {
@@ -93,19 +200,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if age < timeout.as_millis() as i64 * 4 {
                     notify(&[NotifyState::Watchdog]);
                 } else {
-                    tracing::error!(age_ms = age, "scheduler heartbeat stale; not pinging the watchdog");
+                    tracing::error!(
+                        age_ms = age,
+                        "scheduler heartbeat stale; not pinging the watchdog"
+                    );
                 }
             }
         });
     }
 
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing the pass in progress");
-    notify(&[NotifyState::Stopping]);
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Daemon {
+        addr,
+        stop,
+        tasks,
+        readiness,
+        webhooks,
+    })
 }
 
 async fn pass(engine: &Engine, scope: &Scope, beat: &AtomicI64) {
@@ -130,8 +240,12 @@ async fn pass(engine: &Engine, scope: &Scope, beat: &AtomicI64) {
     beat.store(now_ms(), Ordering::Relaxed);
 }
 
-async fn scheduled<F, Fut>(schedule: &Schedule, stop: &CancellationToken, beat: &AtomicI64, mut job: F)
-where
+async fn scheduled<F, Fut>(
+    schedule: &Schedule,
+    stop: &CancellationToken,
+    beat: &AtomicI64,
+    mut job: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -162,16 +276,17 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                if let Err(e) = ctrl_c.await {
-                    tracing::error!(error = %e, "cannot listen for SIGINT either");
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    if let Err(e) = ctrl_c.await {
+                        tracing::error!(error = %e, "cannot listen for SIGINT either");
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -24,7 +24,11 @@ use crate::report::RunReport;
 use crate::store::Store;
 
 /// Canonical locations of the demo retailer, with the ERP (Tryton) location ids.
-pub const LOCATIONS: [(&str, &str); 3] = [("oslo-store", "3"), ("bergen-store", "7"), ("central-wh", "11")];
+pub const LOCATIONS: [(&str, &str); 3] = [
+    ("oslo-store", "3"),
+    ("bergen-store", "7"),
+    ("central-wh", "11"),
+];
 
 /// Product families; the SKU prefix decides which promotion applies.
 const FAMILIES: [(&str, &str); 4] = [
@@ -60,23 +64,43 @@ impl World {
         let mut servers = Vec::new();
 
         let opts = omnisync_tryton::sim::SimOptions::default();
-        let (tryton, srv) = omnisync_tryton::sim::start(addr(0), opts.clone()).await.context("starting the Tryton simulator")?;
-        settings.insert("erp", toml::Value::try_from(opts.settings(&srv.base_url()))?);
+        let (tryton, srv) = omnisync_tryton::sim::start(addr(0), opts.clone())
+            .await
+            .context("starting the Tryton simulator")?;
+        settings.insert(
+            "erp",
+            toml::Value::try_from(opts.settings(&srv.base_url()))?,
+        );
         servers.push(("erp (tryton)", srv));
 
         let opts = omnisync_shopify::sim::SimOptions::default();
-        let (shopify, srv) = omnisync_shopify::sim::start(addr(1), opts.clone()).await.context("starting the Shopify simulator")?;
-        settings.insert("webshop", toml::Value::try_from(opts.settings(&srv.base_url()))?);
+        let (shopify, srv) = omnisync_shopify::sim::start(addr(1), opts.clone())
+            .await
+            .context("starting the Shopify simulator")?;
+        settings.insert(
+            "webshop",
+            toml::Value::try_from(opts.settings(&srv.base_url()))?,
+        );
         servers.push(("webshop (shopify)", srv));
 
         let opts = omnisync_ebay::sim::SimOptions::default();
-        let (ebay, srv) = omnisync_ebay::sim::start(addr(2), opts.clone()).await.context("starting the eBay simulator")?;
-        settings.insert("marketplace", toml::Value::try_from(opts.settings(&srv.base_url()))?);
+        let (ebay, srv) = omnisync_ebay::sim::start(addr(2), opts.clone())
+            .await
+            .context("starting the eBay simulator")?;
+        settings.insert(
+            "marketplace",
+            toml::Value::try_from(opts.settings(&srv.base_url()))?,
+        );
         servers.push(("marketplace (ebay)", srv));
 
         let opts = omnisync_meta::sim::SimOptions::default();
-        let (meta, srv) = omnisync_meta::sim::start(addr(3), opts.clone()).await.context("starting the Meta simulator")?;
-        settings.insert("social", toml::Value::try_from(opts.settings(&srv.base_url()))?);
+        let (meta, srv) = omnisync_meta::sim::start(addr(3), opts.clone())
+            .await
+            .context("starting the Meta simulator")?;
+        settings.insert(
+            "social",
+            toml::Value::try_from(opts.settings(&srv.base_url()))?,
+        );
         servers.push(("social (meta)", srv));
 
         Ok(World {
@@ -91,7 +115,10 @@ impl World {
 
     /// Where each simulator listens.
     pub fn urls(&self) -> Vec<(&'static str, String)> {
-        self.servers.iter().map(|(n, s)| (*n, s.base_url())).collect()
+        self.servers
+            .iter()
+            .map(|(n, s)| (*n, s.base_url()))
+            .collect()
     }
 
     /// A complete daemon config for these simulators, as TOML.
@@ -222,7 +249,12 @@ safety_buffer = 1
 
     /// Seeds the ERP with `n` items over three locations, and every target with exactly
     /// what the config's rules derive from it (a consistent starting point).
-    pub fn seed_in_sync(&self, config: &Config, n: usize, now: OffsetDateTime) -> anyhow::Result<()> {
+    pub fn seed_in_sync(
+        &self,
+        config: &Config,
+        n: usize,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
         let erp: Vec<SimRecord> = (0..n).map(catalog_item).collect();
         self.tryton.seed(erp.clone());
         for c in &config.connectors {
@@ -255,19 +287,27 @@ safety_buffer = 1
             let new = Money::new(item.offer.price.minor + 5000, Currency::NOK);
             count += usize::from(self.tryton.set_offer(&item.sku, Offer::regular(new)));
         }
-        done.push(format!("erp: {count} prices raised by 50.00 NOK (source_changed everywhere)"));
+        done.push(format!(
+            "erp: {count} prices raised by 50.00 NOK (source_changed everywhere)"
+        ));
         let mut count = 0;
         for i in pick(31, 5) {
             let item = catalog_item(i);
             let q = item.stock.get(LOCATIONS[0].1).copied().unwrap_or(0);
-            count += usize::from(self.tryton.set_stock(&item.sku, LOCATIONS[0].1, (q - 1).max(0)));
+            count += usize::from(
+                self.tryton
+                    .set_stock(&item.sku, LOCATIONS[0].1, (q - 1).max(0)),
+            );
         }
         done.push(format!("erp: {count} units sold in the Oslo store"));
         let mut count = 0;
         for i in pick(53, 7) {
             let item = catalog_item(i);
             let q = item.stock.get(LOCATIONS[2].1).copied().unwrap_or(0);
-            count += usize::from(self.tryton.set_stock(&item.sku, LOCATIONS[2].1, (q - 4).max(0)));
+            count += usize::from(
+                self.tryton
+                    .set_stock(&item.sku, LOCATIONS[2].1, (q - 4).max(0)),
+            );
         }
         done.push(format!("erp: {count} central-warehouse picks the marketplace has not seen (stale marketplace stock)"));
 
@@ -275,51 +315,96 @@ safety_buffer = 1
         let mut count = 0;
         for i in pick(47, 11) {
             if let Some(r) = self.shopify.record(&sku(i)) {
-                let edited = Offer::regular(Money::new(r.offer.price.minor - 1000, r.offer.price.currency));
+                let edited = Offer::regular(Money::new(
+                    r.offer.price.minor - 1000,
+                    r.offer.price.currency,
+                ));
                 count += usize::from(self.shopify.set_offer(&r.sku, edited));
             }
         }
-        done.push(format!("webshop: {count} prices edited by hand in the shop admin (channel_edit)"));
+        done.push(format!(
+            "webshop: {count} prices edited by hand in the shop admin (channel_edit)"
+        ));
         let mut count = 0;
         for i in pick(61, 13) {
             if let Some(r) = self.ebay.record(&sku(i)) {
                 let q = r.stock.values().next().copied().unwrap_or(0);
-                count += usize::from(self.ebay.set_stock(&r.sku, omnisync_sdk::StockLevel::DEFAULT_LOCATION, q + 5));
+                count += usize::from(self.ebay.set_stock(
+                    &r.sku,
+                    omnisync_sdk::StockLevel::DEFAULT_LOCATION,
+                    q + 5,
+                ));
             }
         }
-        done.push(format!("marketplace: {count} quantities raised by hand (channel_edit)"));
+        done.push(format!(
+            "marketplace: {count} quantities raised by hand (channel_edit)"
+        ));
         let mut count = 0;
-        for i in pick(8, 1).filter(|i| catalog_item(*i).sku.starts_with("TEE-")).take(n / 40 + 1) {
+        for i in pick(8, 1)
+            .filter(|i| catalog_item(*i).sku.starts_with("TEE-"))
+            .take(n / 40 + 1)
+        {
             if let Some(r) = self.meta.record(&sku(i)) {
                 let early = Offer {
                     price: r.offer.price,
-                    sale: Some(Money::new(r.offer.price.minor * 85 / 100, r.offer.price.currency)),
+                    sale: Some(Money::new(
+                        r.offer.price.minor * 85 / 100,
+                        r.offer.price.currency,
+                    )),
                 };
                 count += usize::from(self.meta.set_offer(&r.sku, early));
             }
         }
-        done.push(format!("social: {count} Christmas sale prices published a month early (sale window)"));
+        done.push(format!(
+            "social: {count} Christmas sale prices published a month early (sale window)"
+        ));
         let mut count = 0;
         for i in pick(211, 17) {
             count += usize::from(self.meta.remove(&sku(i)));
         }
-        done.push(format!("social: {count} listings missing from the catalog (will be created)"));
+        done.push(format!(
+            "social: {count} listings missing from the catalog (will be created)"
+        ));
         for k in 1..=3 {
             self.ebay.add(SimRecord {
                 sku: format!("LEGACY-{k:03}"),
                 title: "Discontinued listing".into(),
                 offer: Offer::regular(Money::new(1999, Currency::EUR)),
-                stock: BTreeMap::from([(omnisync_sdk::StockLevel::DEFAULT_LOCATION.to_string(), 3)]),
+                stock: BTreeMap::from([(
+                    omnisync_sdk::StockLevel::DEFAULT_LOCATION.to_string(),
+                    3,
+                )]),
             });
         }
         done.push("marketplace: 3 orphan listings with SKUs the ERP does not know (reported, never guessed)".into());
 
         // Faults: the adapters must retry through these.
-        self.ebay.faults().inject(Fault::Status { status: 429, retry_after: Some(1) }, 2);
-        self.shopify.faults().inject(Fault::Status { status: 503, retry_after: None }, 1);
+        self.ebay.faults().inject(
+            Fault::Status {
+                status: 429,
+                retry_after: Some(1),
+            },
+            2,
+        );
+        self.shopify.faults().inject(
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            1,
+        );
         self.meta.faults().inject(Fault::MalformedJson, 1);
-        self.tryton.faults().inject(Fault::Status { status: 502, retry_after: None }, 1);
-        done.push("faults: eBay 429 ×2 (Retry-After 1), Shopify 503, Meta malformed JSON, Tryton 502".into());
+        self.tryton.faults().inject(
+            Fault::Status {
+                status: 502,
+                retry_after: None,
+            },
+            1,
+        );
+        done.push(
+            "faults: eBay 429 ×2 (Retry-After 1), Shopify 503, Meta malformed JSON, Tryton 502"
+                .into(),
+        );
         done
     }
 
@@ -357,7 +442,10 @@ fn desired_record(
     kind: &str,
     now: OffsetDateTime,
 ) -> anyhow::Result<SimRecord> {
-    let rules = c.price_rules.as_ref().context("demo target without price rules")?;
+    let rules = c
+        .price_rules
+        .as_ref()
+        .context("demo target without price rules")?;
     let sale_field = kind != omnisync_ebay::KIND;
     let offer = desired_offer(
         &item.sku,
@@ -372,7 +460,12 @@ fn desired_record(
     )?;
     let canon: BTreeMap<String, i64> = LOCATIONS
         .iter()
-        .map(|(canon, code)| ((*canon).to_string(), item.stock.get(*code).copied().unwrap_or(0)))
+        .map(|(canon, code)| {
+            (
+                (*canon).to_string(),
+                item.stock.get(*code).copied().unwrap_or(0),
+            )
+        })
         .collect();
     let stock = c
         .stock_rules
@@ -449,7 +542,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     say(format!("database {}", db.display()));
 
     world.seed_in_sync(&config, opts.skus, now)?;
-    say(format!("seeded {} items over {} locations in the ERP and all three targets", opts.skus, LOCATIONS.len()));
+    say(format!(
+        "seeded {} items over {} locations in the ERP and all three targets",
+        opts.skus,
+        LOCATIONS.len()
+    ));
     let store = Store::open(&database).await?;
     let engine = Engine::new(config, store)?;
     let baseline = engine.reconcile(&Scope::default()).await?;
@@ -479,7 +576,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let seconds = started.elapsed().as_secs_f64();
     say(format!(
         "{} after {} passes in {seconds:.1} s ({} items)",
-        if converged { "CONVERGED: every target channel is consistent" } else { "NOT CONVERGED" },
+        if converged {
+            "CONVERGED: every target channel is consistent"
+        } else {
+            "NOT CONVERGED"
+        },
         reports.len(),
         opts.skus
     ));
@@ -517,7 +618,12 @@ pub fn summary(r: &RunReport) -> String {
 
 /// `omnisync sim`: the simulators on fixed ports with a consistent catalog, and a config
 /// file for them, until Ctrl-C.
-pub async fn serve_simulators(base_port: u16, skus: usize, config_out: &Path, database: &str) -> anyhow::Result<()> {
+pub async fn serve_simulators(
+    base_port: u16,
+    skus: usize,
+    config_out: &Path,
+    database: &str,
+) -> anyhow::Result<()> {
     let world = World::start(base_port).await?;
     let now = OffsetDateTime::now_utc();
     std::fs::write(config_out, world.config_toml(database, now)?)
@@ -528,8 +634,13 @@ pub async fn serve_simulators(base_port: u16, skus: usize, config_out: &Path, da
         println!("{name:<20} {url}   (admin: {url}/__sim/records, /__sim/faults, /__sim/stats)");
     }
     println!("config for these simulators: {}", config_out.display());
-    println!("try: omnisync reconcile --dry-run --config {}", config_out.display());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "try: omnisync reconcile --dry-run --config {}",
+        config_out.display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     world.shutdown().await;
     Ok(())
 }

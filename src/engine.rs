@@ -23,8 +23,8 @@ use crate::config::{Config, ConnectorConfig, Role};
 use crate::outbox::{self, DrainStats, now_ms};
 use crate::planner::stock::StockMode;
 use crate::planner::{
-    self, CanonicalItem, Cause, ChannelPlan, Field, Observed, PlanContext, Planned, StateKey,
-    TargetSpec,
+    self, CanonicalItem, Cause, ChannelPlan, Field, Observed, PlanContext, Planned, PrevState,
+    StateKey, TargetSpec,
 };
 use crate::report::{ChannelReport, DriftCounts, RunReport, WouldPush};
 use crate::store::Store;
@@ -144,11 +144,20 @@ impl Engine {
         &self.store
     }
 
+    /// The configured connector with this id (the HTTP server hands webhooks to it).
+    pub fn connector(&self, id: &str) -> Option<&Arc<dyn Connector>> {
+        self.channels
+            .iter()
+            .find(|c| c.cfg.id == id)
+            .map(|c| &c.connector)
+    }
+
     /// Runs every connector's healthcheck.
     pub async fn healthcheck(&self) -> Vec<(String, Result<(), ConnectorError>)> {
-        let checks = self.channels.iter().map(|c| async move {
-            (c.cfg.id.clone(), c.connector.healthcheck().await)
-        });
+        let checks = self
+            .channels
+            .iter()
+            .map(|c| async move { (c.cfg.id.clone(), c.connector.healthcheck().await) });
         futures::future::join_all(checks).await
     }
 
@@ -217,12 +226,14 @@ impl Engine {
                     no_sku += 1;
                     continue;
                 };
-                let item = items.entry(sku.to_string()).or_insert_with(|| CanonicalItem {
-                    sku: sku.to_string(),
-                    title: None,
-                    price: None,
-                    stock: BTreeMap::new(),
-                });
+                let item = items
+                    .entry(sku.to_string())
+                    .or_insert_with(|| CanonicalItem {
+                        sku: sku.to_string(),
+                        title: None,
+                        price: None,
+                        stock: BTreeMap::new(),
+                    });
                 if item.title.is_none() {
                     item.title = rec.title.clone();
                 }
@@ -233,7 +244,8 @@ impl Engine {
                     for level in &rec.stock {
                         match by_code.get(level.location.as_str()) {
                             Some(canon) => {
-                                item.stock.insert((*canon).to_string(), level.available.max(0));
+                                item.stock
+                                    .insert((*canon).to_string(), level.available.max(0));
                             }
                             None => {
                                 unmapped.insert(level.location.clone());
@@ -249,7 +261,10 @@ impl Engine {
                 ));
             }
             if no_sku > 0 {
-                problems.push(format!("{} has {no_sku} records without a SKU: ignored", ch.cfg.id));
+                problems.push(format!(
+                    "{} has {no_sku} records without a SKU: ignored",
+                    ch.cfg.id
+                ));
             }
         }
         (items.into_values().collect(), problems)
@@ -317,15 +332,17 @@ impl Engine {
             .start_run(&scope.describe(), scope.dry_run, now_ms())
             .await?;
         if let Some(c) = &scope.channel
-            && !self.channels.iter().any(|ch| &ch.cfg.id == c && Self::is_target(ch))
+            && !self
+                .channels
+                .iter()
+                .any(|ch| &ch.cfg.id == c && Self::is_target(ch))
         {
             bail!("no target channel {c:?} in {}", self.config.file.display());
         }
         let in_scope = |ch: &Channel| {
             let is_source = ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source;
             is_source
-                || (Self::is_target(ch)
-                    && scope.channel.as_ref().is_none_or(|c| c == &ch.cfg.id))
+                || (Self::is_target(ch) && scope.channel.as_ref().is_none_or(|c| c == &ch.cfg.id))
         };
         let skus = scope.skus.as_deref();
         let reads = futures::future::join_all(
@@ -368,7 +385,11 @@ impl Engine {
             report.status = "failed".into();
             report.problems.push(format!(
                 "source read failed ({}): no channel was reconciled",
-                source_failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                source_failed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
 
@@ -443,7 +464,7 @@ impl Engine {
                 .filter(|p| !dead.contains(&(p.key.clone(), p.value.clone())))
                 .map(|p| {
                     let key = idempotency_key(&ch.cfg.id, p);
-                    let hold = hold_reason(ch, p, bound.observed.get(&p.key.sku));
+                    let hold = hold_reason(ch, p, prev.get(&p.key), bound.observed.get(&p.key.sku));
                     (p.clone(), key, hold)
                 })
                 .collect();
@@ -466,8 +487,12 @@ impl Engine {
                     .collect();
                 cr.corrections.held = queue.iter().filter(|q| q.2.is_some()).count() as u64;
             } else {
-                self.store.save_state(&ch.cfg.id, &plan.rows, &prev, now).await?;
-                self.store.save_bindings(&ch.cfg.id, &bound.observed, now).await?;
+                self.store
+                    .save_state(&ch.cfg.id, &plan.rows, &prev, now)
+                    .await?;
+                self.store
+                    .save_bindings(&ch.cfg.id, &bound.observed, now)
+                    .await?;
                 self.store
                     .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
                     .await?;
@@ -479,7 +504,8 @@ impl Engine {
         }
 
         if !scope.dry_run && report.status == "ok" {
-            self.push_and_verify(run_id, &items, &ctx, &mut report).await?;
+            self.push_and_verify(run_id, &items, &ctx, &mut report)
+                .await?;
         }
 
         let finished = OffsetDateTime::now_utc();
@@ -573,8 +599,12 @@ impl Engine {
                     tracing::warn!(channel = %ch.cfg.id, no_op, "API accepted writes that did not take effect");
                 }
                 let now = now_ms();
-                self.store.save_state(&ch.cfg.id, &plan.rows, &prev, now).await?;
-                self.store.save_bindings(&ch.cfg.id, &bound.observed, now).await?;
+                self.store
+                    .save_state(&ch.cfg.id, &plan.rows, &prev, now)
+                    .await?;
+                self.store
+                    .save_bindings(&ch.cfg.id, &bound.observed, now)
+                    .await?;
                 let requeue: Vec<(Planned, String, Option<String>)> = plan
                     .corrections
                     .iter()
@@ -583,7 +613,10 @@ impl Engine {
                     .collect();
                 if !requeue.is_empty() {
                     any_stale = true;
-                    let (queued, _) = self.store.enqueue(&ch.cfg.id, &requeue, run_id, now).await?;
+                    let (queued, _) = self
+                        .store
+                        .enqueue(&ch.cfg.id, &requeue, run_id, now)
+                        .await?;
                     cr.corrections.queued += queued;
                 }
             }
@@ -610,7 +643,14 @@ impl Engine {
         };
         let mut sent = 0;
         for ch in self.channels.iter().filter(|c| Self::is_target(c)) {
-            let stats = outbox::drain(&self.store, &ch.cfg.id, &ch.connector, 0, &self.config.daemon.outbox).await?;
+            let stats = outbox::drain(
+                &self.store,
+                &ch.cfg.id,
+                &ch.connector,
+                0,
+                &self.config.daemon.outbox,
+            )
+            .await?;
             sent += stats.sent;
         }
         Ok(sent)
@@ -680,8 +720,16 @@ pub fn idempotency_key(channel: &str, p: &Planned) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// Why a correction should wait for an operator, if it should.
-fn hold_reason(ch: &Channel, p: &Planned, observed: Option<&Observed>) -> Option<String> {
+/// Why a correction should wait for an operator, if it should: a price to zero, or a move of
+/// the *desired* price beyond the channel's bound since the previous pass (against what the
+/// channel shows when there is no previous pass). Putting back a price someone mistyped in
+/// the channel is not suspicious; a source that suddenly triples a price is.
+fn hold_reason(
+    ch: &Channel,
+    p: &Planned,
+    prev: Option<&PrevState>,
+    observed: Option<&Observed>,
+) -> Option<String> {
     let Change::Offer { offer } = &p.change else {
         return None;
     };
@@ -690,11 +738,15 @@ fn hold_reason(ch: &Channel, p: &Planned, observed: Option<&Observed>) -> Option
         return Some("price to zero".into());
     }
     let max = ch.cfg.guards.max_price_change_percent?;
-    let old = observed?.offer?.effective();
+    let old = match prev.and_then(|p| planner::decode_offer(&p.desired)) {
+        Some(before) => before.effective(),
+        None => observed?.offer?.effective(),
+    };
     if old.currency != new.currency || old.minor <= 0 {
         return None;
     }
-    let change = rust_decimal::Decimal::from((new.minor - old.minor).abs()) * rust_decimal::Decimal::ONE_HUNDRED
+    let change = rust_decimal::Decimal::from((new.minor - old.minor).abs())
+        * rust_decimal::Decimal::ONE_HUNDRED
         / rust_decimal::Decimal::from(old.minor);
     (change > max).then(|| {
         format!(

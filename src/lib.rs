@@ -11,7 +11,10 @@
 //! - [`outbox`]: batched, retried, per-item-settled pushes;
 //! - [`engine`]: the reconcile pass that ties them together;
 //! - [`report`]: run reports as table, JSON, CSV;
-//! - [`daemon`]: `omnisync run` — schedules, signals, systemd notify;
+//! - [`inbox`]: the durable webhook inbox and the processor that turns deliveries into
+//!   scoped reconcile passes;
+//! - [`http`]: the HTTP server — webhooks, `/healthz`, `/readyz`;
+//! - [`daemon`]: `omnisync run` — schedules, signals, systemd notify, the HTTP server;
 //! - [`demo`]: `omnisync demo` and `omnisync sim` — simulators + a real engine;
 //! - [`telemetry`]: logging.
 
@@ -19,6 +22,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod http;
+pub mod inbox;
 pub mod outbox;
 pub mod planner;
 pub mod registry;

@@ -11,7 +11,11 @@ use omnisync::report::RunReport;
 use omnisync::store::Store;
 
 #[derive(Parser)]
-#[command(name = "omnisync", version, about = "Keeps prices and stock consistent across ERP, webshops, marketplaces and social catalogs.")]
+#[command(
+    name = "omnisync",
+    version,
+    about = "Keeps prices and stock consistent across ERP, webshops, marketplaces and social catalogs."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,12 @@ struct Cli {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// The config file (TOML). `OMNISYNC__SECTION__KEY` environment variables override it.
-    #[arg(long, short, env = "OMNISYNC_CONFIG", default_value = "/etc/omnisync/omnisync.toml")]
+    #[arg(
+        long,
+        short,
+        env = "OMNISYNC_CONFIG",
+        default_value = "/etc/omnisync/omnisync.toml"
+    )]
     config: PathBuf,
 }
 
@@ -68,6 +77,28 @@ enum Command {
         /// `latest` or a run id.
         #[arg(long, default_value = "latest")]
         run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List the corrections held for approval on a channel, or release them for pushing.
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The target channel.
+        #[arg(long)]
+        channel: String,
+        /// Release only these SKUs (repeatable); without it, all of the channel's.
+        #[arg(long = "sku")]
+        skus: Vec<String>,
+        /// Only list what is held.
+        #[arg(long)]
+        list: bool,
+    },
+    /// List dead letters: corrections an API refused for good, with its reason.
+    DeadLetters {
+        #[command(flatten)]
+        config: ConfigArg,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -172,7 +203,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(3));
                 }
             }
-            println!("{}: ok ({} connectors)", cfg.file.display(), cfg.connectors.len());
+            println!(
+                "{}: ok ({} connectors)",
+                cfg.file.display(),
+                cfg.connectors.len()
+            );
         }
         Command::Reconcile {
             config,
@@ -211,7 +246,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open(&cfg.daemon.database).await?;
             let id = match run.as_str() {
                 "latest" => None,
-                n => Some(n.parse::<i64>().with_context(|| format!("--run {n:?}: expected latest or a run id"))?),
+                n => Some(
+                    n.parse::<i64>()
+                        .with_context(|| format!("--run {n:?}: expected latest or a run id"))?,
+                ),
             };
             let Some(row) = store.run(id).await? else {
                 eprintln!("no such run ({run}) in {}", cfg.daemon.database);
@@ -221,8 +259,77 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("run {} has not finished", row.id);
                 return Ok(ExitCode::FAILURE);
             };
-            let report: RunReport = serde_json::from_str(&json).context("reading the stored report")?;
+            let report: RunReport =
+                serde_json::from_str(&json).context("reading the stored report")?;
             print_report(&report, format)?;
+        }
+        Command::Approve {
+            config,
+            channel,
+            skus,
+            list,
+        } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cfg.daemon.database).await?;
+            if list {
+                for (sku, field, location, value, reason) in store.held(&channel).await? {
+                    println!(
+                        "{sku}\t{field}{}\t{value}\t{reason}",
+                        if location.is_empty() {
+                            String::new()
+                        } else {
+                            format!("@{location}")
+                        }
+                    );
+                }
+            } else {
+                let only = (!skus.is_empty()).then_some(skus.as_slice());
+                let n = store
+                    .approve(&channel, only, omnisync::outbox::now_ms())
+                    .await?;
+                println!(
+                    "released {n} held corrections on {channel}; the running daemon pushes them within a second"
+                );
+            }
+        }
+        Command::DeadLetters { config, format } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::open(&cfg.daemon.database).await?;
+            let dead = store.dead_letters(1000).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&dead)?),
+                Format::Csv | Format::Table => {
+                    let mut w = csv::WriterBuilder::new()
+                        .delimiter(if matches!(format, Format::Csv) {
+                            b','
+                        } else {
+                            b'\t'
+                        })
+                        .from_writer(std::io::stdout());
+                    w.write_record([
+                        "id", "channel", "sku", "field", "location", "value", "attempts", "reason",
+                    ])?;
+                    for d in dead {
+                        w.write_record([
+                            d.id.to_string(),
+                            d.channel,
+                            d.sku,
+                            d.field,
+                            d.location,
+                            d.value,
+                            d.attempts.to_string(),
+                            d.reason,
+                        ])?;
+                    }
+                    w.flush()?;
+                }
+            }
         }
         Command::Sim {
             port_base,

@@ -24,7 +24,11 @@ fn parse<S: DeserializeOwned>(settings: &serde_json::Value) -> Result<S, (String
     };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { format!(".{path}") };
+        let path = if path == "." {
+            String::new()
+        } else {
+            format!(".{path}")
+        };
         (path, e.into_inner().to_string())
     })
 }
@@ -42,13 +46,18 @@ pub fn check_settings(kind: &str, settings: &serde_json::Value) -> Result<(), (S
 }
 
 /// Builds a connector (resolving its secrets; no network I/O).
-pub fn build(kind: &str, settings: &serde_json::Value) -> Result<Arc<dyn Connector>, ConnectorError> {
+pub fn build(
+    kind: &str,
+    settings: &serde_json::Value,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
     let bad = |(path, reason): (String, String)| {
         ConnectorError::config(format!("settings{path}"), reason)
     };
     Ok(match kind {
         omnisync_tryton::KIND => Arc::new(omnisync_tryton::connect(parse(settings).map_err(bad)?)?),
-        omnisync_shopify::KIND => Arc::new(omnisync_shopify::connect(parse(settings).map_err(bad)?)?),
+        omnisync_shopify::KIND => {
+            Arc::new(omnisync_shopify::connect(parse(settings).map_err(bad)?)?)
+        }
         omnisync_ebay::KIND => Arc::new(omnisync_ebay::connect(parse(settings).map_err(bad)?)?),
         omnisync_meta::KIND => Arc::new(omnisync_meta::connect(parse(settings).map_err(bad)?)?),
         other => {

@@ -116,9 +116,13 @@ impl RunReport {
     /// Whether every target reached consistency 1.0 with nothing left to push.
     pub fn converged(&self) -> bool {
         self.status == "ok"
-            && self.channels.iter().filter(|c| c.role != "source").all(|c| {
-                c.error.is_none() && c.items_checked == c.in_sync && c.corrections.queued == 0
-            })
+            && self
+                .channels
+                .iter()
+                .filter(|c| c.role != "source")
+                .all(|c| {
+                    c.error.is_none() && c.items_checked == c.in_sync && c.corrections.queued == 0
+                })
     }
 
     /// A terminal table.
@@ -185,7 +189,11 @@ impl RunReport {
                 out.push_str(&format!("  {} ERROR: {e}\n", c.id));
             }
             if !c.would_push.is_empty() {
-                out.push_str(&format!("  {} would push {} corrections:\n", c.id, c.would_push.len()));
+                out.push_str(&format!(
+                    "  {} would push {} corrections:\n",
+                    c.id,
+                    c.would_push.len()
+                ));
                 for w in c.would_push.iter().take(50) {
                     out.push_str(&format!(
                         "    {} {}{} {} -> {}{}\n",

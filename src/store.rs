@@ -16,7 +16,9 @@ use omnisync_sdk::{Change, Offer};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use crate::planner::{CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow};
+use crate::planner::{
+    CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow,
+};
 
 /// A store failure, with what we were doing.
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +333,11 @@ impl Store {
         }
         let stock: Vec<(&str, &str, i64)> = items
             .iter()
-            .flat_map(|i| i.stock.iter().map(|(loc, q)| (i.sku.as_str(), loc.as_str(), *q)))
+            .flat_map(|i| {
+                i.stock
+                    .iter()
+                    .map(|(loc, q)| (i.sku.as_str(), loc.as_str(), *q))
+            })
             .collect();
         for chunk in stock.chunks(CHUNK) {
             let sql = format!(
@@ -557,7 +563,9 @@ impl Store {
                 "UPDATE target_state SET cause = $2 WHERE channel = $1 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
                 values_clause(chunk.len(), 3, 3)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(cause.as_str());
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(channel)
+                .bind(cause.as_str());
             for k in chunk {
                 q = q
                     .bind(k.sku.as_str())
@@ -600,8 +608,8 @@ impl Store {
     }
 
     /// Queues corrections, coalescing per (channel, sku, field, location): a newer value
-    /// replaces a queued older one (and starts its attempts afresh); the same value already
-    /// queued is left alone. `hold` gives the reason to hold a correction for approval.
+    /// replaces a queued or held older one (and starts its attempts afresh); the same value
+    /// already queued or held is left as it is (a hold lasts until approved). `hold` gives the reason to hold a correction for approval.
     /// Returns how many rows were queued and held.
     pub async fn enqueue(
         &self,
@@ -620,7 +628,7 @@ impl Store {
                  idempotency_key = excluded.idempotency_key, status = excluded.status, hold_reason = excluded.hold_reason, \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, last_error = NULL, run_id = excluded.run_id, \
                  updated_at = excluded.updated_at \
-                 WHERE outbox.value <> excluded.value OR outbox.status <> excluded.status",
+                 WHERE outbox.value <> excluded.value",
                 values_clause(chunk.len(), 16, 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -750,12 +758,13 @@ impl Store {
                     ("retry", Some(error.as_str()))
                 }
                 Settled::Dead { reason } => {
-                    let deleted = sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
-                        .bind(row.id)
-                        .bind(row.idempotency_key.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .ctx("dead-lettering a correction")?;
+                    let deleted =
+                        sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
+                            .bind(row.id)
+                            .bind(row.idempotency_key.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .ctx("dead-lettering a correction")?;
                     if deleted.rows_affected() > 0 {
                         sqlx::query(
                             "INSERT INTO dead_letters (channel, sku, field, location, value, change, reason, attempts, run_id, created_at) \
@@ -808,6 +817,66 @@ impl Store {
         }
         tx.commit().await.ctx("settling corrections")?;
         Ok(())
+    }
+
+    /// Releases held corrections for pushing: all of a channel's, or only these SKUs'.
+    /// Returns how many were released.
+    pub async fn approve(&self, channel: &str, skus: Option<&[String]>, now: i64) -> Result<u64> {
+        let base = "UPDATE outbox SET status = 'queued', hold_reason = NULL, next_attempt_at = $2, updated_at = $2 \
+                    WHERE channel = $1 AND status = 'held'";
+        let mut released = 0;
+        match skus {
+            None => {
+                released += sqlx::query(base)
+                    .bind(channel)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .ctx("approving held corrections")?
+                    .rows_affected();
+            }
+            Some(skus) => {
+                for chunk in skus.chunks(CHUNK) {
+                    let sql = format!("{base} AND sku IN {}", values_list(chunk.len(), 3));
+                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(now);
+                    for s in chunk {
+                        q = q.bind(s.as_str());
+                    }
+                    released += q
+                        .execute(&self.pool)
+                        .await
+                        .ctx("approving held corrections")?
+                        .rows_affected();
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// Held corrections of a channel: (sku, field, location, value, reason).
+    pub async fn held(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<(String, String, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT sku, field, location, value, COALESCE(hold_reason, '') FROM outbox \
+             WHERE channel = $1 AND status = 'held' ORDER BY sku",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("listing held corrections")?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).ctx("listing held corrections")?,
+                    r.try_get(1).ctx("listing held corrections")?,
+                    r.try_get(2).ctx("listing held corrections")?,
+                    r.try_get(3).ctx("listing held corrections")?,
+                    r.try_get(4).ctx("listing held corrections")?,
+                ))
+            })
+            .collect()
     }
 
     /// Rows waiting in a channel's outbox: (queued, held).

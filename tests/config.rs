@@ -56,7 +56,10 @@ fn problems(text: &str) -> String {
     let (_dir, path) = write(text);
     let err = Config::load(&path).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.contains(&path.display().to_string()), "names the file: {shown}");
+    assert!(
+        shown.contains(&path.display().to_string()),
+        "names the file: {shown}"
+    );
     shown
 }
 
@@ -65,7 +68,15 @@ fn a_good_config_loads() {
     let (_dir, path) = write(GOOD);
     let cfg = Config::load(&path).unwrap();
     assert_eq!(cfg.connectors.len(), 2);
-    assert_eq!(cfg.connector("marketplace").unwrap().stock_rules.as_ref().unwrap().safety_buffer, 2);
+    assert_eq!(
+        cfg.connector("marketplace")
+            .unwrap()
+            .stock_rules
+            .as_ref()
+            .unwrap()
+            .safety_buffer,
+        2
+    );
 }
 
 #[test]
@@ -86,12 +97,26 @@ fn unknown_connector_settings_are_refused_with_their_path() {
 fn semantic_problems_are_all_listed() {
     let text = GOOD
         .replace("rounding = \"x.99\"", "rounding = \"x.95\"")
-        .replace("stock_from = [\"central-wh\"]", "stock_from = [\"bergen-store\"]")
+        .replace(
+            "stock_from = [\"central-wh\"]",
+            "stock_from = [\"bergen-store\"]",
+        )
         .replace("currency = \"EUR\"", "currency = \"SEK\"");
     let shown = problems(&text);
-    assert!(shown.contains("connectors.marketplace.rounding: unknown rounding rule \"x.95\""), "{shown}");
-    assert!(shown.contains("connectors.marketplace.stock_from: no stock source provides location \"bergen-store\""), "{shown}");
-    assert!(shown.contains("connectors.marketplace.currency: no [[fx]] rate from NOK to SEK"), "{shown}");
+    assert!(
+        shown.contains("connectors.marketplace.rounding: unknown rounding rule \"x.95\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "connectors.marketplace.stock_from: no stock source provides location \"bergen-store\""
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("connectors.marketplace.currency: no [[fx]] rate from NOK to SEK"),
+        "{shown}"
+    );
     assert!(shown.contains("3 problems"), "{shown}");
 }
 
@@ -118,7 +143,8 @@ company = 1
 
 #[test]
 fn bad_schedules_and_syntax_are_explained() {
-    let shown = problems(&GOOD.replace("[daemon]", "[daemon]\nreconcile_schedule = \"every hour\""));
+    let shown =
+        problems(&GOOD.replace("[daemon]", "[daemon]\nreconcile_schedule = \"every hour\""));
     assert!(shown.contains("daemon.reconcile_schedule"), "{shown}");
     let shown = problems("[canonical\ncurrency = 1");
     assert!(shown.contains("(file)"), "{shown}");
@@ -129,4 +155,12 @@ fn a_missing_file_is_named() {
     let err = Config::load(std::path::Path::new("/nonexistent/omnisync.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/omnisync.toml"));
     assert!(err.to_string().contains("file not found"));
+}
+
+#[test]
+fn the_documented_example_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.connectors.len(), 4);
+    assert_eq!(cfg.promotions.len(), 1);
 }

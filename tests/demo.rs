@@ -31,8 +31,26 @@ async fn demo_converges_and_reports_every_kind_of_drift() {
         assert_eq!(c.corrections.failed, 0, "{}", c.id);
     }
     // Hand edits in the webshop are told apart from source changes.
-    assert!(shop.drift.by_cause.get("channel_edit").copied().unwrap_or(0) > 0, "{:?}", shop.drift);
-    assert!(shop.drift.by_cause.get("source_changed").copied().unwrap_or(0) > 0, "{:?}", shop.drift);
+    assert!(
+        shop.drift
+            .by_cause
+            .get("channel_edit")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        shop.drift
+    );
+    assert!(
+        shop.drift
+            .by_cause
+            .get("source_changed")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        shop.drift
+    );
     assert!(shop.drift.price > 0 && shop.drift.stock > 0);
     // Stale marketplace stock and orphans.
     assert!(market.drift.stock > 0);
@@ -48,7 +66,12 @@ async fn demo_converges_and_reports_every_kind_of_drift() {
         assert_eq!(c.corrections.queued, 0, "{}", c.id);
     }
     // Orphans are reported, never deleted or guessed.
-    let market_after = outcome.after.channels.iter().find(|c| c.id == "marketplace").unwrap();
+    let market_after = outcome
+        .after
+        .channels
+        .iter()
+        .find(|c| c.id == "marketplace")
+        .unwrap();
     assert_eq!(market_after.drift.orphan, 3);
 
     // The run is recorded and readable by `omnisync report`.

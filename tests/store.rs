@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use omnisync::planner::{CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow};
+use omnisync::planner::{
+    CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow,
+};
 use omnisync::store::{Settled, Store};
 use omnisync_sdk::{Change, Currency, Money, Offer};
 
@@ -32,7 +34,15 @@ fn planned(sku: &str, qty: i64) -> Planned {
 async fn conformance(store: Store, channel: &str) {
     // Runs.
     let run = store.start_run("full", false, 1_000).await.unwrap();
-    assert!(store.run(Some(run)).await.unwrap().unwrap().finished_at.is_none());
+    assert!(
+        store
+            .run(Some(run))
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_at
+            .is_none()
+    );
 
     // Items and bindings round-trip without error, also when saved twice (upsert).
     let items = vec![CanonicalItem {
@@ -52,9 +62,17 @@ async fn conformance(store: Store, channel: &str) {
             stock: BTreeMap::from([("L1".to_string(), 1)]),
         },
     )]);
-    store.save_bindings(channel, &observed, 1_000).await.unwrap();
     store
-        .save_orphans(channel, &[("o1".into(), None, "no SKU".into())], true, 1_000)
+        .save_bindings(channel, &observed, 1_000)
+        .await
+        .unwrap();
+    store
+        .save_orphans(
+            channel,
+            &[("o1".into(), None, "no SKU".into())],
+            true,
+            1_000,
+        )
         .await
         .unwrap();
 
@@ -66,7 +84,10 @@ async fn conformance(store: Store, channel: &str) {
         in_sync: false,
         cause: Some(Cause::SourceChanged),
     };
-    store.save_state(channel, std::slice::from_ref(&open), &HashMap::new(), 1_000).await.unwrap();
+    store
+        .save_state(channel, std::slice::from_ref(&open), &HashMap::new(), 1_000)
+        .await
+        .unwrap();
     let prev = store.load_prev(channel, None).await.unwrap();
     assert_eq!(
         prev.get(&open.key),
@@ -76,27 +97,55 @@ async fn conformance(store: Store, channel: &str) {
             cause: Some(Cause::SourceChanged)
         })
     );
-    let scoped = store.load_prev(channel, Some(&["A".to_string(), "B".to_string()])).await.unwrap();
+    let scoped = store
+        .load_prev(channel, Some(&["A".to_string(), "B".to_string()]))
+        .await
+        .unwrap();
     assert_eq!(scoped.len(), 1);
 
     // Outbox: enqueue, coalesce, claim, settle.
     let (q, h) = store
-        .enqueue(channel, &[(planned("A", 3), "k3".into(), None), (planned("B", 5), "kb".into(), Some("held".into()))], run, 1_000)
+        .enqueue(
+            channel,
+            &[
+                (planned("A", 3), "k3".into(), None),
+                (planned("B", 5), "kb".into(), Some("held".into())),
+            ],
+            run,
+            1_000,
+        )
         .await
         .unwrap();
     assert_eq!((q, h), (1, 1));
     // A newer desired value replaces the queued one.
-    store.enqueue(channel, &[(planned("A", 4), "k4".into(), None)], run, 1_000).await.unwrap();
+    store
+        .enqueue(channel, &[(planned("A", 4), "k4".into(), None)], run, 1_000)
+        .await
+        .unwrap();
     assert_eq!(store.outbox_depth(channel).await.unwrap(), (1, 1));
     let claimed = store.claim(channel, 10, 2_000).await.unwrap();
     assert_eq!(claimed.len(), 1, "held rows are not claimed");
     assert_eq!(claimed[0].value, "4");
     assert_eq!(claimed[0].idempotency_key, "k4");
-    assert!(matches!(claimed[0].change, Change::Stock { quantity: 4, .. }));
+    assert!(matches!(
+        claimed[0].change,
+        Change::Stock { quantity: 4, .. }
+    ));
 
     // A retry is scheduled later and not claimable before then.
     store
-        .settle(channel, run, &[(claimed[0].clone(), Settled::RetryAt { at: 5_000, error: "503".into() })], 2_000)
+        .settle(
+            channel,
+            run,
+            &[(
+                claimed[0].clone(),
+                Settled::RetryAt {
+                    at: 5_000,
+                    error: "503".into(),
+                },
+            )],
+            2_000,
+        )
         .await
         .unwrap();
     assert!(store.claim(channel, 10, 4_999).await.unwrap().is_empty());
@@ -105,28 +154,56 @@ async fn conformance(store: Store, channel: &str) {
     assert_eq!(again[0].attempts, 1);
 
     // If the value changed while the push was in flight, settling the old one leaves the new.
-    store.enqueue(channel, &[(planned("A", 6), "k6".into(), None)], run, 5_001).await.unwrap();
-    store.settle(channel, run, &[(again[0].clone(), Settled::Applied)], 5_002).await.unwrap();
+    store
+        .enqueue(channel, &[(planned("A", 6), "k6".into(), None)], run, 5_001)
+        .await
+        .unwrap();
+    store
+        .settle(channel, run, &[(again[0].clone(), Settled::Applied)], 5_002)
+        .await
+        .unwrap();
     let newer = store.claim(channel, 10, 6_000).await.unwrap();
     assert_eq!(newer.len(), 1);
     assert_eq!(newer[0].value, "6");
 
     // Applied: leaves the outbox and records the pushed value.
-    store.settle(channel, run, &[(newer[0].clone(), Settled::Applied)], 6_001).await.unwrap();
+    store
+        .settle(channel, run, &[(newer[0].clone(), Settled::Applied)], 6_001)
+        .await
+        .unwrap();
     assert_eq!(store.outbox_depth(channel).await.unwrap(), (0, 1));
 
     // Dead letter: recorded with the reason, the drift is marked write_failed, and the same
     // value is not queued again.
-    store.enqueue(channel, &[(planned("A", 7), "k7".into(), None)], run, 7_000).await.unwrap();
+    store
+        .enqueue(channel, &[(planned("A", 7), "k7".into(), None)], run, 7_000)
+        .await
+        .unwrap();
     let row = store.claim(channel, 10, 7_000).await.unwrap().remove(0);
     store
-        .settle(channel, run, &[(row, Settled::Dead { reason: "SKU blocked".into() })], 7_001)
+        .settle(
+            channel,
+            run,
+            &[(
+                row,
+                Settled::Dead {
+                    reason: "SKU blocked".into(),
+                },
+            )],
+            7_001,
+        )
         .await
         .unwrap();
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "SKU blocked");
-    assert!(store.dead_lettered(channel).await.unwrap().contains(&(key("A", Field::Stock, "L1"), "7".to_string())));
+    assert!(
+        store
+            .dead_lettered(channel)
+            .await
+            .unwrap()
+            .contains(&(key("A", Field::Stock, "L1"), "7".to_string()))
+    );
     let prev = store.load_prev(channel, None).await.unwrap();
     assert_eq!(prev[&open.key].cause, Some(Cause::WriteFailed));
 
@@ -142,7 +219,10 @@ async fn conformance(store: Store, channel: &str) {
         cause: None,
         ..open.clone()
     };
-    store.save_state(channel, &[closed], &prev, 8_000).await.unwrap();
+    store
+        .save_state(channel, &[closed], &prev, 8_000)
+        .await
+        .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drift_history WHERE channel = $1")
         .bind(channel)
         .fetch_one(store.pool())
@@ -150,7 +230,10 @@ async fn conformance(store: Store, channel: &str) {
         .unwrap();
     assert_eq!(n, 1);
 
-    store.finish_run(run, "ok", "{\"run_id\":1}", 9_000).await.unwrap();
+    store
+        .finish_run(run, "ok", "{\"run_id\":1}", 9_000)
+        .await
+        .unwrap();
     let latest = store.run(None).await.unwrap().unwrap();
     assert_eq!(latest.status, "ok");
     assert!(!store.runs(5).await.unwrap().is_empty());
@@ -170,7 +253,9 @@ async fn sqlite_store_conformance() {
 #[tokio::test]
 async fn postgres_store_conformance() {
     let Ok(url) = std::env::var("TEST_POSTGRES_URL") else {
-        eprintln!("TEST_POSTGRES_URL not set: PostgreSQL conformance runs in scripts/test-services.sh");
+        eprintln!(
+            "TEST_POSTGRES_URL not set: PostgreSQL conformance runs in scripts/test-services.sh"
+        );
         return;
     };
     let store = Store::open(&url).await.unwrap();

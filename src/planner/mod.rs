@@ -225,9 +225,33 @@ pub struct ChannelPlan {
 /// Encodes an offer for storage and comparison: `"12990 NOK"` or `"12990 NOK sale 9990"`.
 pub fn encode_offer(offer: &Offer) -> String {
     match offer.sale {
-        Some(s) => format!("{} {} sale {}", offer.price.minor, offer.price.currency, s.minor),
+        Some(s) => format!(
+            "{} {} sale {}",
+            offer.price.minor, offer.price.currency, s.minor
+        ),
         None => format!("{} {}", offer.price.minor, offer.price.currency),
     }
+}
+
+/// Reads back what [`encode_offer`] wrote.
+pub fn decode_offer(text: &str) -> Option<Offer> {
+    let mut parts = text.split(' ');
+    let price: i64 = parts.next()?.parse().ok()?;
+    let currency: omnisync_sdk::Currency = parts.next()?.parse().ok()?;
+    let sale = match (parts.next(), parts.next()) {
+        (Some("sale"), Some(minor)) => {
+            Some(omnisync_sdk::Money::new(minor.parse().ok()?, currency))
+        }
+        (None, None) => None,
+        _ => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Offer {
+        price: omnisync_sdk::Money::new(price, currency),
+        sale,
+    })
 }
 
 const LISTED: &str = "listed";
@@ -281,12 +305,22 @@ pub fn plan_channel(
             location: String::new(),
         };
         let Some(obs) = observed.get(&item.sku) else {
+            // Missing is a mapping problem, unless creating it was tried and failed.
+            let cause = match prev.get(&listing_key) {
+                Some(p)
+                    if !p.in_sync
+                        && matches!(p.cause, Some(Cause::WriteFailed | Cause::WriteNoOp)) =>
+                {
+                    p.cause
+                }
+                _ => Some(Cause::Mapping),
+            };
             plan.rows.push(TargetRow {
                 key: listing_key.clone(),
                 desired: LISTED.into(),
                 observed: Some(ABSENT.into()),
                 in_sync: false,
-                cause: Some(Cause::Mapping),
+                cause,
             });
             if spec.creates_listings
                 && let Some(offer) = desired_offer
@@ -330,7 +364,9 @@ pub fn plan_channel(
             let desired = encode_offer(&want);
             let in_sync = shown == Some(want);
             item_in_sync &= in_sync;
-            let cause = (!in_sync).then(|| cause_for(prev.get(&key), &desired)).flatten();
+            let cause = (!in_sync)
+                .then(|| cause_for(prev.get(&key), &desired))
+                .flatten();
             if !in_sync {
                 plan.corrections.push(Planned {
                     key: key.clone(),
@@ -358,7 +394,9 @@ pub fn plan_channel(
             let desired = want.to_string();
             let in_sync = shown == Some(want);
             item_in_sync &= in_sync;
-            let cause = (!in_sync).then(|| cause_for(prev.get(&key), &desired)).flatten();
+            let cause = (!in_sync)
+                .then(|| cause_for(prev.get(&key), &desired))
+                .flatten();
             if !in_sync {
                 plan.corrections.push(Planned {
                     key: key.clone(),

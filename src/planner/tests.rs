@@ -113,7 +113,13 @@ fn computes_desired_values_and_corrections() {
     let (src, fx, flight) = (source(), fx(), HashMap::new());
     let c = ctx(&[], &src, &fx, &flight);
     let items = vec![item("A", 10000, 3, 10)];
-    let plan = plan_channel(&shop_spec(true), &c, &items, &HashMap::new(), &HashMap::new());
+    let plan = plan_channel(
+        &shop_spec(true),
+        &c,
+        &items,
+        &HashMap::new(),
+        &HashMap::new(),
+    );
     // Not listed: a mapping drift, and this channel cannot create listings.
     assert_eq!(plan.items_in_sync, 0);
     assert!(plan.corrections.is_empty());
@@ -172,18 +178,18 @@ fn classifies_channel_edit_and_source_change() {
     let mut edited = in_sync.clone();
     edited.get_mut("A").unwrap().offer = Some(Offer::regular(Money::new(9990, Currency::NOK)));
     let plan = plan_channel(&spec, &c, &items, &edited, &prev);
-    let offer_row = plan.rows.iter().find(|r| r.key.field == Field::Offer).unwrap();
+    let offer_row = plan
+        .rows
+        .iter()
+        .find(|r| r.key.field == Field::Offer)
+        .unwrap();
     assert_eq!(offer_row.cause, Some(Cause::ChannelEdit));
     assert_eq!(offer_row.observed.as_deref(), Some("9990 NOK"));
 
     // The store sells units: the source moved, the channel did not.
     let moved = vec![item("A", 10000, 1, 10)];
     let plan = plan_channel(&spec, &c, &moved, &in_sync, &prev);
-    let l1 = plan
-        .rows
-        .iter()
-        .find(|r| r.key.location == "L1")
-        .unwrap();
+    let l1 = plan.rows.iter().find(|r| r.key.location == "L1").unwrap();
     assert_eq!(l1.cause, Some(Cause::SourceChanged));
     assert_eq!(l1.desired, "0");
 }
@@ -212,13 +218,25 @@ fn live_sale_goes_to_sale_field_or_effective_price() {
             },
         )])
     };
-    let shop = plan_channel(&shop_spec(false), &c, &items, &listed("L1"), &HashMap::new());
+    let shop = plan_channel(
+        &shop_spec(false),
+        &c,
+        &items,
+        &listed("L1"),
+        &HashMap::new(),
+    );
     let Change::Offer { offer } = &shop.corrections[0].change else {
         panic!("expected an offer correction")
     };
     assert_eq!(offer.price.minor, 12490);
     assert_eq!(offer.sale.map(|s| s.minor), Some(9990)); // 80.00*1.25=100.00 -> 99.90
-    let market = plan_channel(&market_spec(), &c, &items, &listed("default"), &HashMap::new());
+    let market = plan_channel(
+        &market_spec(),
+        &c,
+        &items,
+        &listed("default"),
+        &HashMap::new(),
+    );
     let Change::Offer { offer } = &market.corrections[0].change else {
         panic!("expected an offer correction")
     };
@@ -245,10 +263,7 @@ fn missing_listing_is_created_where_the_channel_can() {
 #[test]
 fn orders_in_flight_lower_stock() {
     let (src, fx) = (source(), fx());
-    let flight = HashMap::from([(
-        "A".to_string(),
-        BTreeMap::from([("wh".to_string(), 4)]),
-    )]);
+    let flight = HashMap::from([("A".to_string(), BTreeMap::from([("wh".to_string(), 4)]))]);
     let c = ctx(&[], &src, &fx, &flight);
     let items = vec![item("A", 10000, 3, 10)];
     let plan = plan_channel(&market_spec(), &c, &items, &HashMap::new(), &HashMap::new());
@@ -256,6 +271,21 @@ fn orders_in_flight_lower_stock() {
         panic!("expected create")
     };
     assert_eq!(stock["default"], 3 + 10 - 4 - 2);
+}
+
+#[test]
+fn offers_encode_and_decode() {
+    for offer in [
+        Offer::regular(Money::new(12990, Currency::NOK)),
+        Offer {
+            price: Money::new(12990, Currency::NOK),
+            sale: Some(Money::new(9990, Currency::NOK)),
+        },
+    ] {
+        assert_eq!(decode_offer(&encode_offer(&offer)), Some(offer));
+    }
+    assert_eq!(decode_offer("12 NOK extra"), None);
+    assert_eq!(decode_offer("x NOK"), None);
 }
 
 fn arb_items() -> impl Strategy<Value = Vec<CanonicalItem>> {
@@ -276,10 +306,18 @@ fn arb_items() -> impl Strategy<Value = Vec<CanonicalItem>> {
     })
 }
 
-fn arb_observed(items: &[CanonicalItem]) -> impl Strategy<Value = HashMap<String, Observed>> + use<> {
+fn arb_observed(
+    items: &[CanonicalItem],
+) -> impl Strategy<Value = HashMap<String, Observed>> + use<> {
     let skus: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
     prop::collection::vec(
-        (any::<bool>(), 0i64..1_000_000, -3i64..300, -3i64..300, any::<bool>()),
+        (
+            any::<bool>(),
+            0i64..1_000_000,
+            -3i64..300,
+            -3i64..300,
+            any::<bool>(),
+        ),
         skus.len(),
     )
     .prop_map(move |rows| {
@@ -294,10 +332,7 @@ fn arb_observed(items: &[CanonicalItem]) -> impl Strategy<Value = HashMap<String
                         external_id: format!("x-{sku}"),
                         refs: BTreeMap::new(),
                         offer: Some(Offer::regular(Money::new(price, cur))),
-                        stock: BTreeMap::from([
-                            ("L1".to_string(), a),
-                            ("default".to_string(), b),
-                        ]),
+                        stock: BTreeMap::from([("L1".to_string(), a), ("default".to_string(), b)]),
                     },
                 )
             })

@@ -136,4 +136,9 @@ pub trait Connector: Send + Sync {
     /// `batch` index by index. `Err` means the whole call failed and nothing is known to have
     /// been applied.
     async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError>;
+
+    /// The connector's webhook support, if its system sends webhooks.
+    fn webhooks(&self) -> Option<&dyn crate::webhook::WebhookHandler> {
+        None
+    }
 }

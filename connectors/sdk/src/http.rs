@@ -78,7 +78,10 @@ impl HttpClient {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
-        let response = request.send().await.map_err(|e| transport_error(operation, &e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(operation, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response
@@ -116,12 +119,8 @@ pub fn status_error(
         s if s >= 500 => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
-    let mut err = ConnectorError::new(
-        kind,
-        operation,
-        format!("HTTP {status}: {}", quote(body)),
-    )
-    .with_status(status.as_u16());
+    let mut err = ConnectorError::new(kind, operation, format!("HTTP {status}: {}", quote(body)))
+        .with_status(status.as_u16());
     err.retry_after = retry_after(headers);
     err
 }
@@ -185,7 +184,12 @@ mod tests {
         let e = status_error("GET /x", StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"");
         assert_eq!(e.kind, ErrorKind::Auth);
         assert!(!e.is_retryable());
-        let e = status_error("GET /x", StatusCode::UNPROCESSABLE_ENTITY, &HeaderMap::new(), b"{}");
+        let e = status_error(
+            "GET /x",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &HeaderMap::new(),
+            b"{}",
+        );
         assert_eq!(e.kind, ErrorKind::Permanent);
     }
 

@@ -13,6 +13,7 @@
 //! - [`retry`] and [`ratelimit`]: backoff with jitter (`backon`) and a per-connector request
 //!   budget (`governor`);
 //! - [`secret`]: secrets by reference (env var, file, systemd credential), redacted in `Debug`;
+//! - [`webhook`]: verifying and reading incoming webhooks (HMAC in constant time);
 //! - [`sim`]: shared plumbing for the loopback simulators every connector ships (server
 //!   lifecycle, fault injection, the `/__sim` admin API).
 
@@ -24,6 +25,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod secret;
 pub mod sim;
+pub mod webhook;
 
 pub use connector::{Capabilities, Change, Connector, Correction, Page, PushOutcome};
 pub use error::{ConnectorError, ErrorKind};

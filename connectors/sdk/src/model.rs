@@ -121,8 +121,8 @@ impl Money {
 
     /// Parses a decimal string in major units (`"129.90"`, `"129.9"`, `"129"`) exactly.
     pub fn parse_major(amount: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let d = Decimal::from_str(amount.trim())
-            .map_err(|_| MoneyError::Amount(amount.to_string()))?;
+        let d =
+            Decimal::from_str(amount.trim()).map_err(|_| MoneyError::Amount(amount.to_string()))?;
         Self::from_decimal(d, currency)
     }
 
@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(m.major_string(), "129.90");
         assert_eq!(m.to_string(), "129.90 NOK");
         assert_eq!(Money::parse_major("7", Currency::EUR).unwrap().minor, 700);
-        assert_eq!(Money::parse_major("-0.05", Currency::EUR).unwrap().minor, -5);
+        assert_eq!(
+            Money::parse_major("-0.05", Currency::EUR).unwrap().minor,
+            -5
+        );
     }
 
     #[test]

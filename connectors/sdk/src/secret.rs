@@ -45,7 +45,9 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// `$CREDENTIALS_DIRECTORY` is not set (not running under systemd with `LoadCredential=`).
-    #[error("credential {0}: $CREDENTIALS_DIRECTORY is not set (is the service started with LoadCredential=?)")]
+    #[error(
+        "credential {0}: $CREDENTIALS_DIRECTORY is not set (is the service started with LoadCredential=?)"
+    )]
     NoCredentialsDirectory(String),
     /// The secret is empty.
     #[error("secret from {0} is empty")]
@@ -158,7 +160,12 @@ mod tests {
         let e = "hunter2-long-token".parse::<SecretRef>().unwrap_err();
         assert!(!e.to_string().contains("hunter2-long"));
         let r: SecretRef = "env:OMNISYNC_TEST_SURELY_UNSET".parse().unwrap();
-        assert!(r.resolve().unwrap_err().to_string().contains("OMNISYNC_TEST_SURELY_UNSET"));
+        assert!(
+            r.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("OMNISYNC_TEST_SURELY_UNSET")
+        );
         assert!("literal:".parse::<SecretRef>().unwrap().resolve().is_err());
     }
 }

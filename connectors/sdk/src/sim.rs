@@ -143,10 +143,7 @@ impl Faults {
 
     /// Drops every queued fault.
     pub fn clear(&self) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Faults still queued.

@@ -1,0 +1,122 @@
+//! Incoming webhooks: how a connector checks a delivery and says what it is about.
+//!
+//! The daemon's HTTP server hands every delivery for `/webhooks/{connector_id}` to that
+//! connector's [`WebhookHandler`] in this order, and stores nothing before step 1 passes:
+//!
+//! 1. [`WebhookHandler::verify`] — the signature over the **raw body bytes**, in constant time
+//!    (use [`hmac_sha256_verify`]). A missing or bad signature is [`WebhookError::Unauthorized`].
+//! 2. [`WebhookHandler::event_id`] — the provider's id for the event (Shopify
+//!    `X-Shopify-Event-Id`, …), the key the durable inbox dedupes on.
+//! 3. [`WebhookHandler::parse`] — after the delivery is stored: the hints it carries. A body
+//!    that does not parse is [`WebhookError::Malformed`]; it is kept as rejected with the reason.
+//!
+//! A webhook is a hint, never a blind overwrite: the daemon re-reads the SKUs it names
+//! (or, for ids it cannot map yet, the whole channel on the next pass).
+
+use std::collections::{BTreeMap, HashMap};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Request headers, names lower-cased.
+pub type Headers = BTreeMap<String, String>;
+
+/// Why a delivery was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong signature (answer 401, store nothing).
+    #[error("signature check failed: {0}")]
+    Unauthorized(String),
+    /// Signed, but not a body we understand (answer 400, store as rejected).
+    #[error("malformed delivery: {0}")]
+    Malformed(String),
+}
+
+/// What a delivery says changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookHint {
+    /// The provider's topic, e.g. `inventory_levels/update`.
+    pub topic: String,
+    /// SKUs the delivery names directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skus: Vec<String>,
+    /// Ids the delivery names instead of SKUs, as (`refs` key, value) pairs matching what the
+    /// connector reports in `Record::refs` / `Record::external_id` (key `external_id`), e.g.
+    /// `("inventory_item_id", "gid://shopify/InventoryItem/7")`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<(String, String)>,
+    /// When the provider says the change happened (ms since the epoch), for ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at_ms: Option<i64>,
+    /// An order: units sold per SKU (or per ref, resolved like `refs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sold: Vec<SoldLine>,
+}
+
+/// One order line in an order webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoldLine {
+    /// The SKU, when the order carries it.
+    pub sku: Option<String>,
+    /// Otherwise an id as (`refs` key, value).
+    pub reference: Option<(String, String)>,
+    /// Units sold.
+    pub quantity: i64,
+}
+
+/// A connector's webhook support.
+pub trait WebhookHandler: Send + Sync {
+    /// Verifies the signature over the raw body. Must be constant time.
+    fn verify(&self, headers: &Headers, body: &[u8]) -> Result<(), WebhookError>;
+
+    /// The provider's event id for deduplication, if the delivery carries one.
+    fn event_id(&self, headers: &Headers, body: &[u8]) -> Option<String>;
+
+    /// What the (verified, stored) delivery is about.
+    fn parse(&self, headers: &Headers, body: &[u8]) -> Result<Vec<WebhookHint>, WebhookError>;
+
+    /// A subscription handshake answered on `GET /webhooks/{id}` (Meta's
+    /// `hub.challenge`, …): `None` when this provider has none, otherwise the plain-text
+    /// answer or the refusal.
+    fn handshake(&self, _query: &HashMap<String, String>) -> Option<Result<String, WebhookError>> {
+        None
+    }
+}
+
+/// HMAC-SHA256 of `body` under `key`.
+pub fn hmac_sha256(key: &[u8], body: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Checks `expected` (the decoded signature from the request) against HMAC-SHA256 of `body`
+/// under `key`, in constant time.
+pub fn hmac_sha256_verify(key: &[u8], body: &[u8], expected: &[u8]) -> bool {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(expected).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_round_trip_and_refusal() {
+        let sig = hmac_sha256(b"secret", b"{\"a\":1}");
+        assert!(hmac_sha256_verify(b"secret", b"{\"a\":1}", &sig));
+        assert!(!hmac_sha256_verify(b"secret", b"{\"a\":2}", &sig));
+        assert!(!hmac_sha256_verify(b"other", b"{\"a\":1}", &sig));
+        assert!(!hmac_sha256_verify(b"secret", b"{\"a\":1}", &sig[..31]));
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,687 @@
+//! The durable webhook inbox and its processor.
+//!
+//! The HTTP server ([`crate::http`]) stores every delivery whose signature passed in the
+//! `webhook_inbox` table *before* answering 2xx, one row per (connector, event id), so a
+//! redelivery is answered but never stored twice. The [`Processor`] then claims `pending`
+//! rows in id order, asks the connector what they are about ([`WebhookHandler::parse`]),
+//! maps the ids they name to SKUs through the `bindings` table, collects SKUs for a short
+//! window (`daemon.http.coalesce_ms`) so a burst goes in one pass, and runs one scoped
+//! [`Engine::reconcile`] over them. That pass re-reads the SKUs from the source and every
+//! target and pushes what differs: a webhook is a hint, never a blind overwrite. Rows are
+//! marked `done` only after the pass returned, so a crash or a failed pass leaves them
+//! `pending` for the next processor.
+//!
+//! Order lines (`sold`) only trigger a re-read of their SKUs for now; reservations against
+//! the source come later.
+//!
+//! Headers that carry secrets (signatures, tokens, cookies) are never stored, and neither
+//! headers nor bodies are logged above `debug`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use omnisync_sdk::webhook::{Headers, WebhookHandler, WebhookHint};
+use sha2::{Digest, Sha256};
+use sqlx::{AssertSqlSafe, Row};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Scope};
+use crate::outbox::now_ms;
+use crate::store::{Store, StoreError};
+
+/// Rows claimed per pass at most.
+const BATCH: i64 = 1000;
+/// How often an idle processor looks for rows nobody woke it for (written by another
+/// daemon sharing a PostgreSQL database, or left by a failed pass).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// First and longest wait after a failed pass.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longer provider event ids are stored as their SHA-256.
+const MAX_EVENT_ID: usize = 200;
+
+/// Counters of the webhook endpoint and the processor (Prometheus export comes later).
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Deliveries stored as `pending` (answered 200).
+    pub accepted: AtomicU64,
+    /// Redeliveries of an event already stored (answered 200, not stored again).
+    pub duplicates: AtomicU64,
+    /// Missing or bad signatures (answered 401, nothing stored).
+    pub unauthorized: AtomicU64,
+    /// Signed but not understood (stored as `rejected`, answered 400).
+    pub rejected: AtomicU64,
+    /// Bodies over `daemon.http.body_limit_bytes` (answered 413, nothing stored).
+    pub too_large: AtomicU64,
+    /// Deliveries for an unknown connector or one without webhooks (answered 404).
+    pub not_found: AtomicU64,
+    /// Inbox rows the processor settled (`done` or `rejected`).
+    pub processed: AtomicU64,
+    /// Scoped reconcile passes the processor ran.
+    pub passes: AtomicU64,
+}
+
+/// A copy of [`WebhookStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookStatsSnapshot {
+    /// See [`WebhookStats::accepted`].
+    pub accepted: u64,
+    /// See [`WebhookStats::duplicates`].
+    pub duplicates: u64,
+    /// See [`WebhookStats::unauthorized`].
+    pub unauthorized: u64,
+    /// See [`WebhookStats::rejected`].
+    pub rejected: u64,
+    /// See [`WebhookStats::too_large`].
+    pub too_large: u64,
+    /// See [`WebhookStats::not_found`].
+    pub not_found: u64,
+    /// See [`WebhookStats::processed`].
+    pub processed: u64,
+    /// See [`WebhookStats::passes`].
+    pub passes: u64,
+}
+
+impl WebhookStats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> WebhookStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WebhookStatsSnapshot {
+            accepted: get(&self.accepted),
+            duplicates: get(&self.duplicates),
+            unauthorized: get(&self.unauthorized),
+            rejected: get(&self.rejected),
+            too_large: get(&self.too_large),
+            not_found: get(&self.not_found),
+            processed: get(&self.processed),
+            passes: get(&self.passes),
+        }
+    }
+}
+
+/// The state of an inbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxStatus {
+    /// Stored, not yet turned into a pass.
+    Pending,
+    /// Handled (a pass covered it, or there was nothing to do; `reason` says which).
+    Done,
+    /// Signed but not understood; `reason` says why.
+    Rejected,
+    /// Settled as a repeat of an event already handled (reserved).
+    Duplicate,
+}
+
+impl InboxStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Pending => "pending",
+            InboxStatus::Done => "done",
+            InboxStatus::Rejected => "rejected",
+            InboxStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// A delivery to store.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    /// The connector id (from the URL).
+    pub connector: &'a str,
+    /// The provider's event id, or [`body_event_id`].
+    pub event_id: &'a str,
+    /// The topics the delivery carries, when it parsed.
+    pub topic: Option<&'a str>,
+    /// When it arrived (ms).
+    pub received_at: i64,
+    /// Its headers; secret ones are dropped here ([`stored_headers`]).
+    pub headers: &'a Headers,
+    /// The raw body.
+    pub body: &'a str,
+    /// `pending`, or `rejected` with a reason.
+    pub status: InboxStatus,
+    /// Why it was rejected.
+    pub reason: Option<&'a str>,
+}
+
+/// A `pending` row, claimed by the processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxRow {
+    /// Row id.
+    pub id: i64,
+    /// The connector id.
+    pub connector: String,
+    /// The event id it is stored under.
+    pub event_id: String,
+    /// Its non-secret headers.
+    pub headers: Headers,
+    /// The raw body.
+    pub body: String,
+}
+
+/// Whether a header may carry a secret (signatures, tokens, credentials): such headers are
+/// never stored. Names are lower-case.
+pub fn is_secret_header(name: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "signature",
+        "hmac",
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "api-key",
+        "apikey",
+        "password",
+    ];
+    MARKERS.iter().any(|m| name.contains(m))
+}
+
+/// The headers worth keeping with a delivery: all but the secret ones.
+pub fn stored_headers(headers: &Headers) -> Headers {
+    headers
+        .iter()
+        .filter(|(k, _)| !is_secret_header(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The event id of a delivery that carries none: SHA-256 over the connector id and the
+/// body, so a byte-identical redelivery is recognized.
+pub fn body_event_id(connector: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(connector.as_bytes());
+    h.update([0u8]);
+    h.update(body);
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// The event id a delivery is stored under: the provider's (hashed when unreasonably
+/// long), or [`body_event_id`] when it has none.
+pub fn event_id(
+    handler: &dyn WebhookHandler,
+    connector: &str,
+    headers: &Headers,
+    body: &[u8],
+) -> String {
+    match handler
+        .event_id(headers, body)
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+    {
+        Some(id) if id.len() <= MAX_EVENT_ID => id,
+        Some(id) => format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+        None => body_event_id(connector, body),
+    }
+}
+
+/// The topics of parsed hints, for the `topic` column (distinct, comma-separated).
+pub fn topics(hints: &[WebhookHint]) -> Option<String> {
+    let set: BTreeSet<&str> = hints
+        .iter()
+        .map(|h| h.topic.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!set.is_empty()).then(|| set.into_iter().collect::<Vec<_>>().join(","))
+}
+
+fn db<T>(r: Result<T, sqlx::Error>, context: &str) -> Result<T, StoreError> {
+    r.map_err(|source| StoreError::Db {
+        context: context.to_string(),
+        source,
+    })
+}
+
+/// `($start, $start+1, …)`: placeholders only, the one kind of generated SQL here.
+fn placeholders(n: usize, start: usize) -> String {
+    let items: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
+    format!("({})", items.join(","))
+}
+
+/// A binding as the ref map needs it: the SKU, the listing id and the connector's extra ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingIds {
+    /// The canonical SKU.
+    pub sku: String,
+    /// The listing's id in the channel.
+    pub external_id: String,
+    /// The connector's extra ids (`Record::refs`).
+    pub refs: BTreeMap<String, String>,
+}
+
+impl Store {
+    /// Stores a delivery. Returns its row id, or `None` when the same (connector, event id)
+    /// is already stored (a redelivery: nothing is written).
+    pub async fn inbox_insert(&self, d: &NewDelivery<'_>) -> Result<Option<i64>, StoreError> {
+        let headers =
+            serde_json::to_string(&stored_headers(d.headers)).unwrap_or_else(|_| "{}".into());
+        let row = sqlx::query(
+            "INSERT INTO webhook_inbox (connector, event_id, topic, received_at, headers, body, status, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (connector, event_id) DO NOTHING RETURNING id",
+        )
+        .bind(d.connector)
+        .bind(d.event_id)
+        .bind(d.topic)
+        .bind(d.received_at)
+        .bind(headers)
+        .bind(d.body)
+        .bind(d.status.as_str())
+        .bind(d.reason)
+        .fetch_optional(self.pool())
+        .await;
+        let row = db(row, "storing a webhook delivery")?;
+        row.map(|r| db(r.try_get::<i64, _>(0), "reading the inbox row id"))
+            .transpose()
+    }
+
+    /// Up to `limit` `pending` rows, oldest first.
+    pub async fn inbox_pending(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, connector, event_id, headers, body FROM webhook_inbox \
+             WHERE status = 'pending' ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await;
+        let rows = db(rows, "claiming webhook deliveries")?;
+        rows.iter()
+            .map(|r| {
+                let headers: String = db(r.try_get(3), "reading the inbox")?;
+                Ok(InboxRow {
+                    id: db(r.try_get(0), "reading the inbox")?,
+                    connector: db(r.try_get(1), "reading the inbox")?,
+                    event_id: db(r.try_get(2), "reading the inbox")?,
+                    headers: serde_json::from_str(&headers).map_err(|e| StoreError::Corrupt {
+                        table: "webhook_inbox",
+                        detail: format!("headers: {e}"),
+                    })?,
+                    body: db(r.try_get(4), "reading the inbox")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Settles claimed rows, in one transaction: rows done without remark in one statement
+    /// per chunk, the others one by one. Only `pending` rows change.
+    pub async fn inbox_settle(
+        &self,
+        settled: &[(i64, InboxStatus, Option<String>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut tx = db(self.pool().begin().await, "settling webhook deliveries")?;
+        let plain: Vec<i64> = settled
+            .iter()
+            .filter(|(_, s, r)| *s == InboxStatus::Done && r.is_none())
+            .map(|(id, _, _)| *id)
+            .collect();
+        for chunk in plain.chunks(500) {
+            let sql = format!(
+                "UPDATE webhook_inbox SET status = 'done', reason = NULL, processed_at = $1 \
+                 WHERE status = 'pending' AND id IN {}",
+                placeholders(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            db(q.execute(&mut *tx).await, "settling webhook deliveries")?;
+        }
+        for (id, status, reason) in settled
+            .iter()
+            .filter(|(_, s, r)| !(*s == InboxStatus::Done && r.is_none()))
+        {
+            let q = sqlx::query(
+                "UPDATE webhook_inbox SET status = $1, reason = $2, processed_at = $3 \
+                 WHERE status = 'pending' AND id = $4",
+            )
+            .bind(status.as_str())
+            .bind(reason.as_deref())
+            .bind(now)
+            .bind(*id)
+            .execute(&mut *tx)
+            .await;
+            db(q, "settling a webhook delivery")?;
+        }
+        db(tx.commit().await, "settling webhook deliveries")?;
+        Ok(())
+    }
+
+    /// Every binding of a channel, with the ids a webhook may name.
+    pub async fn binding_ids(&self, channel: &str) -> Result<Vec<BindingIds>, StoreError> {
+        let rows = sqlx::query("SELECT sku, external_id, refs FROM bindings WHERE channel = $1")
+            .bind(channel)
+            .fetch_all(self.pool())
+            .await;
+        let rows = db(rows, "reading bindings")?;
+        rows.iter()
+            .map(|r| {
+                let refs: String = db(r.try_get(2), "reading bindings")?;
+                Ok(BindingIds {
+                    sku: db(r.try_get(0), "reading bindings")?,
+                    external_id: db(r.try_get(1), "reading bindings")?,
+                    refs: serde_json::from_str(&refs).map_err(|e| StoreError::Corrupt {
+                        table: "bindings",
+                        detail: format!("refs: {e}"),
+                    })?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// (`refs` key, value) → SKU for one connector; `external_id` is the key of the listing id.
+type RefMap = HashMap<(String, String), String>;
+
+/// What one row asks for.
+struct Wanted {
+    id: i64,
+    skus: BTreeSet<String>,
+    unmapped: Vec<(String, String)>,
+    hints: usize,
+}
+
+/// Turns `pending` inbox rows into scoped reconcile passes.
+pub struct Processor {
+    engine: Arc<Engine>,
+    stats: Arc<WebhookStats>,
+    wake: Arc<Notify>,
+    coalesce: Duration,
+    refs: HashMap<String, RefMap>,
+}
+
+impl Processor {
+    /// A processor for `engine`'s store and connectors. `wake` is notified by the HTTP
+    /// server when it stored a delivery; `coalesce` is how long to collect deliveries
+    /// after a wake before the pass.
+    pub fn new(
+        engine: Arc<Engine>,
+        stats: Arc<WebhookStats>,
+        wake: Arc<Notify>,
+        coalesce: Duration,
+    ) -> Processor {
+        Processor {
+            engine,
+            stats,
+            wake,
+            coalesce,
+            refs: HashMap::new(),
+        }
+    }
+
+    /// Runs until `stop`: handles what is pending at once (rows left by a previous
+    /// processor), then waits for a wake (or looks again every few seconds), lets the
+    /// coalescing window pass, and handles everything pending in one pass. A failed pass
+    /// leaves its rows pending and is retried with growing delays. A pass in progress is
+    /// finished before stopping; a window in progress is abandoned (its rows stay pending).
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        while !stop.is_cancelled() {
+            match self.process_pending().await {
+                Ok(0) => {
+                    backoff = MIN_BACKOFF;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                    // Let a burst arrive, so it goes in one pass.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(self.coalesce) => {}
+                    }
+                }
+                Ok(_) => backoff = MIN_BACKOFF,
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "webhook inbox: pass failed; deliveries stay pending"
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Handles one batch of `pending` rows: parse, map to SKUs, one scoped pass, settle.
+    /// Returns how many rows it settled (0: nothing was pending). On error (the pass failed
+    /// or the source could not be read) the rows that needed the pass stay `pending`.
+    pub async fn process_pending(&mut self) -> anyhow::Result<usize> {
+        let store = self.engine.store().clone();
+        let rows = store.inbox_pending(BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut settled: Vec<(i64, InboxStatus, Option<String>)> = Vec::new();
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for row in &rows {
+            match self.parse(row) {
+                Ok(w) => wanted.push(w),
+                Err((status, reason)) => settled.push((row.id, status, Some(reason))),
+            }
+        }
+        // Map refs to SKUs, reloading a connector's bindings once when a ref is unknown.
+        let by_id: HashMap<i64, &InboxRow> = rows.iter().map(|r| (r.id, r)).collect();
+        let mut reloaded: BTreeSet<String> = BTreeSet::new();
+        for w in &mut wanted {
+            if w.unmapped.is_empty() {
+                continue;
+            }
+            let Some(connector) = by_id.get(&w.id).map(|r| r.connector.as_str()) else {
+                continue;
+            };
+            let missing =
+                |map: Option<&RefMap>, r: &(String, String)| map.is_none_or(|m| !m.contains_key(r));
+            if w.unmapped
+                .iter()
+                .any(|r| missing(self.refs.get(connector), r))
+                && !reloaded.contains(connector)
+            {
+                let map = self.load_refs(&store, connector).await?;
+                self.refs.insert(connector.to_string(), map);
+                reloaded.insert(connector.to_string());
+            }
+            let map = self.refs.get(connector);
+            let mut still = Vec::new();
+            for r in std::mem::take(&mut w.unmapped) {
+                match map.and_then(|m| m.get(&r)) {
+                    Some(sku) => {
+                        w.skus.insert(sku.clone());
+                    }
+                    None => still.push(r),
+                }
+            }
+            w.unmapped = still;
+        }
+
+        let mut skus: BTreeSet<String> = BTreeSet::new();
+        let mut covered: Vec<(i64, Option<String>)> = Vec::new();
+        for w in wanted {
+            let unmapped = (!w.unmapped.is_empty()).then(|| {
+                let shown: Vec<String> = w
+                    .unmapped
+                    .iter()
+                    .take(5)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let more = w.unmapped.len().saturating_sub(5);
+                format!(
+                    "no SKU is bound to {}{}; left to the next full reconcile",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+            if w.skus.is_empty() {
+                let reason = unmapped.unwrap_or_else(|| {
+                    if w.hints == 0 {
+                        "the delivery names nothing to re-read".to_string()
+                    } else {
+                        "the delivery names no SKU and no id".to_string()
+                    }
+                });
+                settled.push((w.id, InboxStatus::Done, Some(reason)));
+            } else {
+                skus.extend(w.skus);
+                covered.push((w.id, unmapped));
+            }
+        }
+        // What needs no pass is settled now, whatever becomes of the pass.
+        let now = now_ms();
+        store.inbox_settle(&settled, now).await?;
+        let mut count = settled.len();
+        if !skus.is_empty() {
+            let scope = Scope {
+                skus: Some(skus.into_iter().collect()),
+                ..Scope::default()
+            };
+            let n = scope.skus.as_ref().map_or(0, Vec::len);
+            tracing::info!(
+                deliveries = covered.len(),
+                skus = n,
+                "webhook inbox: reconciling the SKUs deliveries named"
+            );
+            let report = self.engine.reconcile(&scope).await?;
+            WebhookStats::bump(&self.stats.passes);
+            if report.status == "failed" {
+                anyhow::bail!(
+                    "pass {} failed: {}",
+                    report.run_id,
+                    report.problems.join("; ")
+                );
+            }
+            let done: Vec<(i64, InboxStatus, Option<String>)> = covered
+                .into_iter()
+                .map(|(id, reason)| (id, InboxStatus::Done, reason))
+                .collect();
+            store.inbox_settle(&done, now_ms()).await?;
+            count += done.len();
+        }
+        self.stats
+            .processed
+            .fetch_add(count as u64, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// What a row asks for, or how to settle it without a pass.
+    fn parse(&self, row: &InboxRow) -> Result<Wanted, (InboxStatus, String)> {
+        let Some(connector) = self.engine.connector(&row.connector) else {
+            return Err((
+                InboxStatus::Done,
+                "the connector is no longer configured".into(),
+            ));
+        };
+        let Some(handler) = connector.webhooks() else {
+            return Err((
+                InboxStatus::Done,
+                "the connector no longer takes webhooks".into(),
+            ));
+        };
+        let hints = handler
+            .parse(&row.headers, row.body.as_bytes())
+            .map_err(|e| (InboxStatus::Rejected, e.to_string()))?;
+        let mut w = Wanted {
+            id: row.id,
+            skus: BTreeSet::new(),
+            unmapped: Vec::new(),
+            hints: hints.len(),
+        };
+        for hint in hints {
+            w.skus
+                .extend(hint.skus.into_iter().filter(|s| !s.trim().is_empty()));
+            w.unmapped.extend(hint.refs);
+            // Orders: for now only a re-read of what they sold (reservations come later).
+            for line in hint.sold {
+                match (line.sku.filter(|s| !s.trim().is_empty()), line.reference) {
+                    (Some(sku), _) => {
+                        w.skus.insert(sku);
+                    }
+                    (None, Some(r)) => w.unmapped.push(r),
+                    (None, None) => {}
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    async fn load_refs(&self, store: &Store, connector: &str) -> Result<RefMap, StoreError> {
+        let mut map = RefMap::new();
+        for b in store.binding_ids(connector).await? {
+            map.insert(("external_id".to_string(), b.external_id), b.sku.clone());
+            for (k, v) in b.refs {
+                map.insert((k, v), b.sku.clone());
+            }
+        }
+        tracing::debug!(
+            connector,
+            ids = map.len(),
+            "webhook inbox: loaded the ref map"
+        );
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_headers_are_not_kept() {
+        let headers: Headers = [
+            ("x-shopify-hmac-sha256", "abc"),
+            ("x-hub-signature-256", "sha256=abc"),
+            ("authorization", "Bearer x"),
+            ("x-shopify-topic", "inventory_levels/update"),
+            ("content-type", "application/json"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = stored_headers(&headers);
+        assert_eq!(
+            kept.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["content-type", "x-shopify-topic"]
+        );
+    }
+
+    #[test]
+    fn body_event_ids_are_deterministic_per_connector() {
+        assert_eq!(body_event_id("a", b"{}"), body_event_id("a", b"{}"));
+        assert_ne!(body_event_id("a", b"{}"), body_event_id("b", b"{}"));
+        assert_ne!(body_event_id("a", b"{}"), body_event_id("a", b"{ }"));
+        assert!(body_event_id("a", b"").starts_with("sha256:"));
+    }
+
+    #[test]
+    fn topics_are_distinct_and_sorted() {
+        let hint = |t: &str| WebhookHint {
+            topic: t.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            topics(&[hint("b"), hint("a"), hint("b")]).as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(topics(&[hint("")]), None);
+        assert_eq!(placeholders(3, 2), "($2,$3,$4)");
+    }
+}

@@ -1,0 +1,430 @@
+//! The engine against the four simulators: dry runs, per-item failures, batch limits,
+//! faults during reads and pushes, durability across a restart, scoped passes and guards.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use omnisync::config::Config;
+use omnisync::demo::{World, catalog_item};
+use omnisync::engine::{Engine, Scope};
+use omnisync::report::{ChannelReport, RunReport};
+use omnisync::store::Store;
+use omnisync_sdk::sim::{Fault, SimControl, SimRecord};
+use omnisync_sdk::{
+    Capabilities, Connector, ConnectorError, Correction, Currency, Money, Offer, Page, PushOutcome,
+    Record,
+};
+use time::OffsetDateTime;
+
+const N: usize = 120;
+
+struct Setup {
+    world: World,
+    config: Config,
+    database: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::start(0).await.unwrap();
+    let database = format!("sqlite://{}", dir.path().join("omnisync.db").display());
+    let path = dir.path().join("omnisync.toml");
+    let now = OffsetDateTime::now_utc();
+    std::fs::write(&path, world.config_toml(&database, now).unwrap()).unwrap();
+    let config = Config::load(&path).unwrap();
+    world.seed_in_sync(&config, N, now).unwrap();
+    Setup {
+        world,
+        config,
+        database,
+        _dir: dir,
+    }
+}
+
+/// An engine after a first pass over the seeded, consistent channels (the steady state a
+/// running daemon is in when something changes).
+async fn engine(s: &Setup) -> Engine {
+    let store = Store::open(&s.database).await.unwrap();
+    let e = Engine::new(s.config.clone(), store).unwrap();
+    let baseline = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(baseline.converged(), "{}", baseline.table());
+    e
+}
+
+fn channel<'a>(r: &'a RunReport, id: &str) -> &'a ChannelReport {
+    r.channels.iter().find(|c| c.id == id).unwrap()
+}
+
+fn sku(i: usize) -> String {
+    catalog_item(i).sku
+}
+
+#[tokio::test]
+async fn dry_run_lists_corrections_and_pushes_nothing() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    let r = s.world.shopify.record(&sku(4)).unwrap();
+    s.world
+        .shopify
+        .set_offer(&r.sku, Offer::regular(Money::new(100, Currency::NOK)));
+    let writes_before = s.world.shopify.counters().snapshot().write_calls;
+
+    let dry = e
+        .reconcile(&Scope {
+            dry_run: true,
+            ..Scope::default()
+        })
+        .await
+        .unwrap();
+    let shop = channel(&dry, "webshop");
+    assert_eq!(shop.would_push.len(), 1, "{:?}", shop.would_push);
+    assert_eq!(shop.would_push[0].sku, sku(4));
+    assert_eq!(shop.would_push[0].field, "offer");
+    assert_eq!(shop.would_push[0].observed.as_deref(), Some("100 NOK"));
+    assert_eq!(
+        s.world.shopify.counters().snapshot().write_calls,
+        writes_before
+    );
+    assert_eq!(
+        s.world.shopify.record(&sku(4)).unwrap().offer.price.minor,
+        100
+    );
+    // Nothing was queued either.
+    assert_eq!(e.store().outbox_depth("webshop").await.unwrap(), (0, 0));
+
+    let real = e.reconcile(&Scope::default()).await.unwrap();
+    assert_eq!(channel(&real, "webshop").corrections.confirmed, 1);
+    assert_ne!(
+        s.world.shopify.record(&sku(4)).unwrap().offer.price.minor,
+        100
+    );
+}
+
+#[tokio::test]
+async fn one_bad_item_is_dead_lettered_and_the_rest_of_the_batch_applied() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    // An ERP item without a price cannot be listed; one without a title fails its create
+    // in the social catalog (Meta refuses a create without a name). A normal missing
+    // listing in the same batch must still be created.
+    let mut nameless = catalog_item(N + 1);
+    nameless.title = String::new();
+    s.world.tryton.add(nameless.clone());
+    assert!(s.world.meta.remove(&sku(9)));
+
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let social = channel(&r, "social");
+    assert_eq!(social.corrections.failed, 1, "{social:?}");
+    assert!(
+        s.world.meta.record(&sku(9)).is_some(),
+        "the good create went through"
+    );
+    assert!(s.world.meta.record(&nameless.sku).is_none());
+    let dead = e.store().dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].sku, nameless.sku);
+    assert!(!dead[0].reason.is_empty());
+
+    // The next pass does not hammer the channel with the same hopeless value, and reports
+    // the difference as a failed write.
+    let again = e.reconcile(&Scope::default()).await.unwrap();
+    let social = channel(&again, "social");
+    assert_eq!(social.corrections.sent, 0);
+    assert_eq!(
+        social.drift.by_cause.get("write_failed"),
+        Some(&1),
+        "{:?}",
+        social.drift
+    );
+}
+
+#[tokio::test]
+async fn pushes_are_batched_to_each_api_limit() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    // 60 marketplace quantities edited by hand: 60 corrections, 25 per eBay call.
+    for i in 0..60 {
+        let r = s.world.ebay.record(&sku(i)).unwrap();
+        let q = r.stock.values().next().copied().unwrap_or(0);
+        s.world
+            .ebay
+            .set_stock(&r.sku, omnisync_sdk::StockLevel::DEFAULT_LOCATION, q + 3);
+    }
+    let before = s.world.ebay.counters().snapshot();
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let market = channel(&r, "marketplace");
+    assert_eq!(market.corrections.sent, 60);
+    assert_eq!(market.corrections.confirmed, 60);
+    let after = s.world.ebay.counters().snapshot();
+    assert!(after.max_batch_seen <= 25, "{after:?}");
+    assert!(after.write_calls - before.write_calls >= 3, "{after:?}");
+    assert_eq!(after.items_written - before.items_written, 60);
+}
+
+#[tokio::test]
+async fn faults_during_reads_are_retried_and_persistent_ones_reported() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    s.world.meta.faults().inject(Fault::MalformedJson, 2);
+    s.world.meta.faults().inject(
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        1,
+    );
+    s.world.ebay.faults().inject(
+        Fault::Status {
+            status: 429,
+            retry_after: Some(0),
+        },
+        2,
+    );
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(r.converged(), "{}", r.table());
+
+    // A channel that keeps answering garbage is reported, and the others still reconcile.
+    s.world.meta.faults().inject(Fault::MalformedJson, 1000);
+    let r2 = s.world.shopify.record(&sku(2)).unwrap();
+    s.world
+        .shopify
+        .set_offer(&r2.sku, Offer::regular(Money::new(999, Currency::NOK)));
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let social = channel(&r, "social");
+    assert!(
+        social
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unreadable JSON"),
+        "{social:?}"
+    );
+    assert_eq!(channel(&r, "webshop").corrections.confirmed, 1);
+    s.world.meta.faults().clear();
+}
+
+#[tokio::test]
+async fn a_failing_source_stops_the_pass_and_nothing_is_pushed() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    s.world.tryton.faults().inject(
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        1000,
+    );
+    let writes: u64 = [
+        s.world.shopify.counters().snapshot().write_calls,
+        s.world.ebay.counters().snapshot().write_calls,
+        s.world.meta.counters().snapshot().write_calls,
+    ]
+    .iter()
+    .sum();
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert_eq!(r.status, "failed");
+    assert!(
+        r.problems.iter().any(|p| p.contains("source read failed")),
+        "{:?}",
+        r.problems
+    );
+    let after: u64 = [
+        s.world.shopify.counters().snapshot().write_calls,
+        s.world.ebay.counters().snapshot().write_calls,
+        s.world.meta.counters().snapshot().write_calls,
+    ]
+    .iter()
+    .sum();
+    assert_eq!(writes, after);
+    s.world.tryton.faults().clear();
+}
+
+#[tokio::test]
+async fn a_scoped_pass_touches_only_the_named_skus() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    for i in [3, 5] {
+        let r = s.world.shopify.record(&sku(i)).unwrap();
+        s.world
+            .shopify
+            .set_offer(&r.sku, Offer::regular(Money::new(500, Currency::NOK)));
+    }
+    let r = e
+        .reconcile(&Scope {
+            skus: Some(vec![sku(3)]),
+            ..Scope::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.scope, "skus=1");
+    assert_eq!(channel(&r, "webshop").items_checked, 1);
+    assert_ne!(
+        s.world.shopify.record(&sku(3)).unwrap().offer.price.minor,
+        500
+    );
+    assert_eq!(
+        s.world.shopify.record(&sku(5)).unwrap().offer.price.minor,
+        500
+    );
+}
+
+#[tokio::test]
+async fn a_suspicious_price_change_is_held_for_approval() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    // The webshop holds price changes above 60 %; the ERP price triples.
+    let item = catalog_item(6);
+    s.world.tryton.set_offer(
+        &item.sku,
+        Offer::regular(Money::new(item.offer.price.minor * 3, Currency::NOK)),
+    );
+    let shown = s.world.shopify.record(&item.sku).unwrap().offer;
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let shop = channel(&r, "webshop");
+    assert_eq!(shop.corrections.held, 1);
+    assert_eq!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
+    assert_eq!(e.store().outbox_depth("webshop").await.unwrap(), (0, 1));
+    let held = e.store().held("webshop").await.unwrap();
+    assert!(
+        held[0].4.contains("exceeds max_price_change_percent"),
+        "{held:?}"
+    );
+    // Channels without that guard follow the ERP.
+    assert_eq!(channel(&r, "marketplace").corrections.confirmed, 1);
+
+    // The hold lasts across passes until an operator approves it.
+    e.reconcile(&Scope::default()).await.unwrap();
+    assert_eq!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
+    assert_eq!(
+        e.store()
+            .approve("webshop", Some(&[item.sku.clone()]), 0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(e.drain_due().await.unwrap(), 1);
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(r.converged(), "{}", r.table());
+    assert_ne!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
+}
+
+/// A connector whose pushes fail while `failing` is set (reads pass through).
+struct Flaky {
+    inner: Arc<dyn Connector>,
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Connector for Flaky {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn healthcheck(&self) -> Result<(), ConnectorError> {
+        self.inner.healthcheck().await
+    }
+    async fn read_page(&self, cursor: Option<String>) -> Result<Page, ConnectorError> {
+        self.inner.read_page(cursor).await
+    }
+    async fn read_skus(&self, skus: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        self.inner.read_skus(skus).await
+    }
+    async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(ConnectorError::transient(
+                "push",
+                "HTTP 503: upstream unavailable",
+            ))
+        } else {
+            self.inner.push(batch).await
+        }
+    }
+}
+
+fn engine_with_flaky_marketplace(s: &Setup, store: Store, failing: Arc<AtomicBool>) -> Engine {
+    let connectors = s
+        .config
+        .connectors
+        .iter()
+        .map(|c| {
+            let built = omnisync::registry::build(&c.kind, &c.settings).unwrap();
+            let conn: Arc<dyn Connector> = if c.id == "marketplace" {
+                Arc::new(Flaky {
+                    inner: built,
+                    failing: failing.clone(),
+                })
+            } else {
+                built
+            };
+            (c.id.clone(), conn)
+        })
+        .collect();
+    Engine::with_connectors(s.config.clone(), store, connectors).unwrap()
+}
+
+#[tokio::test]
+async fn queued_corrections_survive_a_restart() {
+    let s = setup().await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let e =
+        engine_with_flaky_marketplace(&s, Store::open(&s.database).await.unwrap(), failing.clone());
+    let item = catalog_item(8);
+    s.world
+        .ebay
+        .set_stock(&item.sku, omnisync_sdk::StockLevel::DEFAULT_LOCATION, 40);
+
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let market = channel(&r, "marketplace");
+    assert_eq!(market.corrections.queued, 1, "{market:?}");
+    assert_eq!(market.corrections.failed, 0);
+    assert_eq!(market.corrections.retrying, 1);
+    drop(e);
+
+    // A new process on the same database finds the correction and pushes it when due.
+    failing.store(false, Ordering::SeqCst);
+    let e = engine_with_flaky_marketplace(&s, Store::open(&s.database).await.unwrap(), failing);
+    let mut sent = 0;
+    for _ in 0..100 {
+        sent += e.drain_due().await.unwrap();
+        if sent > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent, 1);
+    assert_eq!(e.store().outbox_depth("marketplace").await.unwrap(), (0, 0));
+    let shown = s.world.ebay.record(&item.sku).unwrap();
+    assert_ne!(shown.stock.values().next(), Some(&40));
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(r.converged(), "{}", r.table());
+}
+
+#[tokio::test]
+async fn orphans_and_unknown_skus_are_reported_not_touched() {
+    let s = setup().await;
+    let e = engine(&s).await;
+    s.world.shopify.add(SimRecord {
+        sku: "NOT-IN-ERP".into(),
+        title: "Old stock".into(),
+        offer: Offer::regular(Money::new(1000, Currency::NOK)),
+        stock: Default::default(),
+    });
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    let shop = channel(&r, "webshop");
+    assert_eq!(shop.drift.orphan, 1);
+    assert!(r.converged());
+    assert_eq!(
+        s.world
+            .shopify
+            .record("NOT-IN-ERP")
+            .unwrap()
+            .offer
+            .price
+            .minor,
+        1000
+    );
+}
