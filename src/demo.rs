@@ -83,7 +83,12 @@ impl World {
         );
         servers.push(("webshop (shopify)", srv));
 
-        let opts = omnisync_ebay::sim::SimOptions::default();
+        // eBay documents daily quotas, no per-second limit; the demo's simulated account
+        // allows 500 calls/s (the simulator's default is 50).
+        let opts = omnisync_ebay::sim::SimOptions {
+            requests_per_second: Some(500),
+            ..Default::default()
+        };
         let (ebay, srv) = omnisync_ebay::sim::start(addr(2), opts.clone())
             .await
             .context("starting the eBay simulator")?;

@@ -352,6 +352,7 @@ impl Engine {
                 .map(|ch| async move { (ch.cfg.id.clone(), self.read(ch, skus).await) }),
         )
         .await;
+        let read_ms = clock.elapsed().as_millis() as u64;
         let mut records: HashMap<String, Vec<Record>> = HashMap::new();
         let mut read_errors: HashMap<String, String> = HashMap::new();
         for (id, r) in reads {
@@ -490,9 +491,23 @@ impl Engine {
                 self.store
                     .save_state(&ch.cfg.id, &plan.rows, &prev, now)
                     .await?;
-                self.store
-                    .save_bindings(&ch.cfg.id, &bound.observed, now)
-                    .await?;
+                // Listings whose every value was and is in sync are stored already.
+                let changed: HashSet<&str> = plan
+                    .rows
+                    .iter()
+                    .filter(|r| {
+                        prev.get(&r.key)
+                            .is_none_or(|p| !(p.in_sync && r.in_sync && p.desired == r.desired))
+                    })
+                    .map(|r| r.key.sku.as_str())
+                    .collect();
+                let to_save: HashMap<String, Observed> = bound
+                    .observed
+                    .iter()
+                    .filter(|(sku, _)| changed.contains(sku.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.store.save_bindings(&ch.cfg.id, &to_save, now).await?;
                 self.store
                     .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
                     .await?;
@@ -503,10 +518,26 @@ impl Engine {
             report.channels.push(cr);
         }
 
+        let plan_ms = clock.elapsed().as_millis() as u64 - read_ms;
         if !scope.dry_run && report.status == "ok" {
             self.push_and_verify(run_id, &items, &ctx, &mut report)
                 .await?;
         }
+        let push_ms = clock.elapsed().as_millis() as u64 - read_ms - plan_ms;
+        report.phase_ms = BTreeMap::from([
+            ("read".to_string(), read_ms),
+            ("plan".to_string(), plan_ms),
+            ("push".to_string(), push_ms),
+        ]);
+        tracing::info!(
+            run = run_id,
+            scope = %report.scope,
+            read_ms,
+            plan_ms,
+            push_ms,
+            items = items.len(),
+            "pass finished"
+        );
 
         let finished = OffsetDateTime::now_utc();
         report.finished_at = finished.format(&Rfc3339).unwrap_or_default();

@@ -16,7 +16,7 @@
 //! - [`http`]: the HTTP server — webhooks, `/healthz`, `/readyz`;
 //! - [`daemon`]: `omnisync run` — schedules, signals, systemd notify, the HTTP server;
 //! - [`demo`]: `omnisync demo` and `omnisync sim` — simulators + a real engine;
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logging (human or JSON, `RUST_LOG`).
 
 pub mod config;
 pub mod daemon;

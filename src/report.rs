@@ -107,6 +107,10 @@ pub struct RunReport {
     pub status: String,
     /// Target and source channels.
     pub channels: Vec<ChannelReport>,
+    /// Wall time per phase in milliseconds: `read`, `plan` (plan + store), `push`
+    /// (push + read-back).
+    #[serde(default)]
+    pub phase_ms: BTreeMap<String, u64>,
     /// Problems that are not one channel's (e.g. unmapped source locations).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,

@@ -299,7 +299,7 @@ async fn a_suspicious_price_change_is_held_for_approval() {
     assert_eq!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
     assert_eq!(
         e.store()
-            .approve("webshop", Some(&[item.sku.clone()]), 0)
+            .approve("webshop", Some(std::slice::from_ref(&item.sku)), 0)
             .await
             .unwrap(),
         1
