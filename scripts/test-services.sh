@@ -34,9 +34,9 @@ run_postgres() {
   fi
   local db=omnisync_test
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-  echo "== store conformance on PostgreSQL"
+  echo "== store and inbox conformance on PostgreSQL"
   TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/$db" \
-    cargo test --test store -- --nocapture postgres_store_conformance
+    cargo test --test store --test webhooks -- --nocapture postgres_
 }
 
 run_tryton() {

@@ -73,7 +73,13 @@ impl World {
         );
         servers.push(("erp (tryton)", srv));
 
-        let opts = omnisync_shopify::sim::SimOptions::default();
+        // A Shopify Plus shop: cost bucket restoring 1,000 points/s (Standard restores 100,
+        // which makes thousands of corrections take minutes: the simulator's default).
+        let opts = omnisync_shopify::sim::SimOptions {
+            restore_rate: 1000.0,
+            bucket_size: 10_000.0,
+            ..Default::default()
+        };
         let (shopify, srv) = omnisync_shopify::sim::start(addr(1), opts.clone())
             .await
             .context("starting the Shopify simulator")?;

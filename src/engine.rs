@@ -399,7 +399,9 @@ impl Engine {
         let catalog: HashSet<&str> = items.iter().map(|i| i.sku.as_str()).collect();
         let now = now_ms();
         if !scope.dry_run && report.status == "ok" {
+            let t = Instant::now();
             self.store.save_items(&items, now).await?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_items");
         }
         let no_flight = HashMap::new();
         let ctx = PlanContext {
@@ -447,8 +449,13 @@ impl Engine {
             let recs = records.remove(&ch.cfg.id).unwrap_or_default();
             cr.records_read = recs.len() as u64;
             let bound = Self::bind(recs, &catalog);
+            let t = Instant::now();
             let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
+
+            let t = Instant::now();
             let plan = planner::plan_channel(&Self::spec(ch), &ctx, &items, &bound.observed, &prev);
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, channel = %ch.cfg.id, "plan");
             cr.items_checked = plan.items_checked;
             cr.in_sync = plan.items_in_sync;
             cr.consistency = ratio(plan.items_in_sync, plan.items_checked);
@@ -488,9 +495,15 @@ impl Engine {
                     .collect();
                 cr.corrections.held = queue.iter().filter(|q| q.2.is_some()).count() as u64;
             } else {
+                let t = Instant::now();
                 self.store
                     .save_state(&ch.cfg.id, &plan.rows, &prev, now)
                     .await?;
+                tracing::debug!(
+                    ms = t.elapsed().as_millis() as u64,
+                    rows = plan.rows.len(),
+                    "save_state"
+                );
                 // Listings whose every value was and is in sync are stored already.
                 let changed: HashSet<&str> = plan
                     .rows
@@ -507,7 +520,10 @@ impl Engine {
                     .filter(|(sku, _)| changed.contains(sku.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                let t = Instant::now();
                 self.store.save_bindings(&ch.cfg.id, &to_save, now).await?;
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_bindings");
+
                 self.store
                     .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
                     .await?;

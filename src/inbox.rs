@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use omnisync_sdk::webhook::{Headers, WebhookHandler, WebhookHint};
 use sha2::{Digest, Sha256};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -241,11 +241,6 @@ fn db<T>(r: Result<T, sqlx::Error>, context: &str) -> Result<T, StoreError> {
 }
 
 /// `($start, $start+1, …)`: placeholders only, the one kind of generated SQL here.
-fn placeholders(n: usize, start: usize) -> String {
-    let items: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
-    format!("({})", items.join(","))
-}
-
 /// A binding as the ref map needs it: the SKU, the listing id and the connector's extra ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingIds {
@@ -330,9 +325,9 @@ impl Store {
             let sql = format!(
                 "UPDATE webhook_inbox SET status = 'done', reason = NULL, processed_at = $1 \
                  WHERE status = 'pending' AND id IN {}",
-                placeholders(chunk.len(), 2)
+                crate::store::values_list(chunk.len(), 2)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            let mut q = sqlx::query(self.dynamic(sql)).bind(now);
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -682,6 +677,6 @@ mod tests {
             Some("a,b")
         );
         assert_eq!(topics(&[hint("")]), None);
-        assert_eq!(placeholders(3, 2), "($2,$3,$4)");
+
     }
 }

@@ -242,6 +242,35 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// Dynamic SQL (generated placeholder lists) for this backend. The text uses `$N`
+    /// placeholders, which must appear in order `$1, $2, …`, each once. On SQLite they become
+    /// anonymous `?`: SQLite finds a *named* parameter by a linear scan, so binding a statement
+    /// with thousands of `$N` costs O(n²), while `?` costs O(n). The only dynamic parts are
+    /// placeholder lists, which is why `AssertSqlSafe` is sound here.
+    pub(crate) fn dynamic(&self, sql: String) -> AssertSqlSafe<String> {
+        if self.backend == Backend::Postgres {
+            return AssertSqlSafe(sql);
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        let mut expected = 1usize;
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    chars.next();
+                }
+                debug_assert_eq!(n, expected, "placeholders out of order in {sql}");
+                expected += 1;
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        AssertSqlSafe(out)
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -320,7 +349,7 @@ impl Store {
                  currency = excluded.currency, updated_at = excluded.updated_at",
                 values_clause(chunk.len(), 5, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for item in chunk {
                 q = q
                     .bind(item.sku.as_str())
@@ -346,7 +375,7 @@ impl Store {
                  source = excluded.source, updated_at = excluded.updated_at",
                 values_clause(chunk.len(), 5, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for (sku, loc, qty) in chunk {
                 q = q.bind(*sku).bind(*loc).bind(*qty).bind("source").bind(now);
             }
@@ -372,7 +401,7 @@ impl Store {
                  offer = excluded.offer, stock = excluded.stock, observed_at = excluded.observed_at",
                 values_clause(chunk.len(), 7, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for (sku, o) in chunk {
                 q = q
                     .bind(channel)
@@ -406,7 +435,7 @@ impl Store {
                  last_seen = excluded.last_seen",
                 values_clause(chunk.len(), 6, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for (ext, sku, reason) in chunk {
                 q = q
                     .bind(channel)
@@ -452,7 +481,7 @@ impl Store {
             Some(skus) => {
                 for chunk in skus.chunks(CHUNK) {
                     let sql = format!("{base} AND sku IN {}", values_list(chunk.len(), 2));
-                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel);
+                    let mut q = sqlx::query(self.dynamic(sql)).bind(channel);
                     for s in chunk {
                         q = q.bind(s.as_str());
                     }
@@ -511,11 +540,14 @@ impl Store {
         for chunk in closed.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
-                 SELECT channel, sku, field, location, desired, observed, cause, COALESCE(drift_since, $2), $2 \
-                 FROM target_state WHERE channel = $1 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
-                values_clause(chunk.len(), 3, 3)
+                 SELECT channel, sku, field, location, desired, observed, cause, COALESCE(drift_since, $1), $2 \
+                 FROM target_state WHERE channel = $3 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
+                values_clause(chunk.len(), 3, 4)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(now);
+            let mut q = sqlx::query(self.dynamic(sql))
+                .bind(now)
+                .bind(now)
+                .bind(channel);
             for r in chunk {
                 q = q
                     .bind(r.key.sku.as_str())
@@ -535,7 +567,7 @@ impl Store {
                  ELSE target_state.drift_since END",
                 values_clause(chunk.len(), 10, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for r in chunk {
                 q = q
                     .bind(channel)
@@ -560,12 +592,12 @@ impl Store {
         let mut tx = self.pool.begin().await.ctx("marking drift cause")?;
         for chunk in keys.chunks(CHUNK) {
             let sql = format!(
-                "UPDATE target_state SET cause = $2 WHERE channel = $1 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
+                "UPDATE target_state SET cause = $1 WHERE channel = $2 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
                 values_clause(chunk.len(), 3, 3)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(channel)
-                .bind(cause.as_str());
+            let mut q = sqlx::query(self.dynamic(sql))
+                .bind(cause.as_str())
+                .bind(channel);
             for k in chunk {
                 q = q
                     .bind(k.sku.as_str())
@@ -631,7 +663,7 @@ impl Store {
                  WHERE outbox.value <> excluded.value",
                 values_clause(chunk.len(), 16, 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
+            let mut q = sqlx::query(self.dynamic(sql));
             for (p, key, hold) in chunk {
                 q = q
                     .bind(channel)
@@ -822,14 +854,15 @@ impl Store {
     /// Releases held corrections for pushing: all of a channel's, or only these SKUs'.
     /// Returns how many were released.
     pub async fn approve(&self, channel: &str, skus: Option<&[String]>, now: i64) -> Result<u64> {
-        let base = "UPDATE outbox SET status = 'queued', hold_reason = NULL, next_attempt_at = $2, updated_at = $2 \
-                    WHERE channel = $1 AND status = 'held'";
+        let base = "UPDATE outbox SET status = 'queued', hold_reason = NULL, next_attempt_at = $1, updated_at = $2 \
+                    WHERE channel = $3 AND status = 'held'";
         let mut released = 0;
         match skus {
             None => {
                 released += sqlx::query(base)
-                    .bind(channel)
                     .bind(now)
+                    .bind(now)
+                    .bind(channel)
                     .execute(&self.pool)
                     .await
                     .ctx("approving held corrections")?
@@ -837,8 +870,11 @@ impl Store {
             }
             Some(skus) => {
                 for chunk in skus.chunks(CHUNK) {
-                    let sql = format!("{base} AND sku IN {}", values_list(chunk.len(), 3));
-                    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(channel).bind(now);
+                    let sql = format!("{base} AND sku IN {}", values_list(chunk.len(), 4));
+                    let mut q = sqlx::query(self.dynamic(sql))
+                        .bind(now)
+                        .bind(now)
+                        .bind(channel);
                     for s in chunk {
                         q = q.bind(s.as_str());
                     }
@@ -955,7 +991,7 @@ impl Store {
 }
 
 /// `($start, $start+1, …)` for an `IN` list of `n` values.
-fn values_list(n: usize, start: usize) -> String {
+pub(crate) fn values_list(n: usize, start: usize) -> String {
     let items: Vec<String> = (start..start + n).map(|i| format!("${i}")).collect();
     format!("({})", items.join(","))
 }
