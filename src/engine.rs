@@ -29,6 +29,9 @@ use crate::planner::{
 use crate::report::{ChannelReport, DriftCounts, RunReport, WouldPush};
 use crate::store::Store;
 
+/// Above this many touched SKUs, a channel is read back in full rather than by SKU.
+const READ_BACK_BY_SKU_MAX: usize = 1000;
+
 /// What a pass covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
@@ -197,6 +200,25 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Reads these SKUs back after a push: by SKU for a few, with one full (paged or bulk)
+    /// read for many, which costs far fewer calls than thousands of targeted ones.
+    async fn read_back(
+        &self,
+        ch: &Channel,
+        skus: &[String],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        if skus.len() <= READ_BACK_BY_SKU_MAX {
+            return self.read(ch, Some(skus)).await;
+        }
+        let wanted: HashSet<&str> = skus.iter().map(String::as_str).collect();
+        Ok(self
+            .read(ch, None)
+            .await?
+            .into_iter()
+            .filter(|r| r.sku.as_deref().is_some_and(|s| wanted.contains(s)))
+            .collect())
     }
 
     /// Builds canonical items from the sources' records. Stock at a location code that no
@@ -613,7 +635,7 @@ impl Engine {
                 }
                 // Read back what was touched and plan it again.
                 let touched: Vec<String> = stats.touched.iter().cloned().collect();
-                let recs = match self.read(ch, Some(&touched)).await {
+                let recs = match self.read_back(ch, &touched).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(channel = %ch.cfg.id, error = %e, "read-back failed");

@@ -677,6 +677,5 @@ mod tests {
             Some("a,b")
         );
         assert_eq!(topics(&[hint("")]), None);
-
     }
 }
