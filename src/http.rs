@@ -29,10 +29,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use omnisync_sdk::webhook::{Headers, WebhookError, WebhookHandler};
+use omnisync_sdk::webhook::{WebhookError, WebhookHandler, headers_from};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -142,21 +142,6 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
 }
 
-/// Header names lower-cased (as `http` keeps them), repeated headers joined with `, `.
-fn lower_headers(map: &HeaderMap) -> Headers {
-    let mut out = Headers::new();
-    for (name, value) in map {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        out.entry(name.as_str().to_ascii_lowercase())
-            .and_modify(|v: &mut String| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    out
-}
-
 fn handler_of<'a>(s: &'a HttpState, id: &str) -> Option<&'a dyn WebhookHandler> {
     s.engine.connector(id).and_then(|c| c.webhooks())
 }
@@ -200,7 +185,7 @@ async fn receive(State(s): State<HttpState>, Path(id): Path<String>, req: Reques
     let Some(handler) = handler_of(&s, &id) else {
         return not_found(&s);
     };
-    let headers = lower_headers(req.headers());
+    let headers = headers_from(req.headers());
     let body = match Bytes::from_request(req, &()).await {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -301,10 +286,10 @@ mod tests {
 
     #[test]
     fn headers_are_lower_cased_and_joined() {
-        let mut map = HeaderMap::new();
+        let mut map = axum::http::HeaderMap::new();
         map.append("X-Topic", "a".parse().unwrap());
         map.append("x-topic", "b".parse().unwrap());
-        let h = lower_headers(&map);
+        let h = headers_from(&map);
         assert_eq!(h.get("x-topic").map(String::as_str), Some("a, b"));
     }
 }

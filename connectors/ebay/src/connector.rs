@@ -33,6 +33,7 @@ use omnisync_sdk::{ConnectorError, Currency, ErrorKind, Money, Offer, Record, St
 use reqwest::header::{ACCEPT, CONTENT_LANGUAGE, HeaderMap, LOCATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::KIND;
 use crate::api::{
@@ -110,14 +111,13 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
     let limiter = RateLimiter::new(settings.requests_per_second, settings.burst);
     let http = HttpClient::new(
         Duration::from_secs(settings.request_timeout_secs.max(1)),
-        Some(limiter.clone()),
+        Some(limiter),
     )?;
     Ok(EbayConnector {
         settings,
         base,
         token,
         http,
-        limiter,
         report: tokio::sync::Mutex::new(ReportState::default()),
         offer_ids: Mutex::new(HashMap::new()),
     })
@@ -129,9 +129,6 @@ pub struct EbayConnector {
     base: String,
     token: SecretString,
     http: HttpClient,
-    /// The same budget the [`HttpClient`] holds, for the bulk calls sent without its status
-    /// mapping (their 4xx answers may carry per-item results).
-    limiter: RateLimiter,
     report: tokio::sync::Mutex<ReportState>,
     /// SKU → offer id, learnt from `read_skus` and push-time look-ups.
     offer_ids: Mutex<HashMap<String, String>>,
@@ -244,22 +241,22 @@ impl EbayConnector {
             .map_err(|e| self.refine(e))
     }
 
-    /// Sends within the request budget and returns the answer whatever its status (for the
-    /// bulk calls, whose 4xx answers may still carry per-item results).
-    async fn send_any(
+    /// Sends a bulk call and reads its answer: a success, or a 4xx that still lists
+    /// per-item results (`has_items`), which is an answer too.
+    async fn send_bulk<T: DeserializeOwned>(
         &self,
         op: &str,
         request: RequestBuilder,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), ConnectorError> {
-        self.limiter.acquire().await;
-        let response = request.send().await.map_err(|e| transport_error(op, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(op, &e))?;
-        Ok((status, headers, body))
+        has_items: fn(&T) -> bool,
+    ) -> Result<T, ConnectorError> {
+        let (status, headers, bytes) = self.http.send_raw(op, request).await?;
+        if status.is_success() {
+            return decode_json(op, &bytes);
+        }
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(answer) if status.is_client_error() && has_items(&answer) => Ok(answer),
+            _ => Err(self.refine(status_error(op, status, &headers, &bytes))),
+        }
     }
 
     fn cached_offer_id(&self, sku: &str) -> Option<String> {
@@ -361,16 +358,12 @@ impl EbayConnector {
                 &format!("{}/bulk_get_inventory_item", api::INVENTORY),
             )
             .json(&body);
-        let (status, headers, bytes) = self.send_any(OP_BULK_GET, request).await?;
-        let answer: BulkGetInventoryItemResponse = if status.is_success() {
-            decode_json(OP_BULK_GET, &bytes)?
-        } else {
-            // A 4xx that still lists per-SKU results (every SKU unknown) is an answer.
-            match serde_json::from_slice::<BulkGetInventoryItemResponse>(&bytes) {
-                Ok(a) if status.is_client_error() && !a.responses.is_empty() => a,
-                _ => return Err(self.refine(status_error(OP_BULK_GET, status, &headers, &bytes))),
-            }
-        };
+        // A 4xx that still lists per-SKU results (every SKU unknown) is an answer.
+        let answer: BulkGetInventoryItemResponse = self
+            .send_bulk(OP_BULK_GET, request, |a: &BulkGetInventoryItemResponse| {
+                !a.responses.is_empty()
+            })
+            .await?;
         let mut records = Vec::with_capacity(answer.responses.len());
         for r in answer.responses {
             let item_status = r.status_code.unwrap_or(0);
@@ -604,22 +597,11 @@ impl EbayConnector {
             )
             .header(CONTENT_LANGUAGE, self.settings.content_language.as_str())
             .json(&body);
-        let (status, headers, bytes) = self.send_any(OP_BULK_UPDATE, request).await?;
-        let answer: BulkPriceQuantityResponse = if status.is_success() {
-            decode_json(OP_BULK_UPDATE, &bytes)?
-        } else {
-            match serde_json::from_slice::<BulkPriceQuantityResponse>(&bytes) {
-                Ok(a) if status.is_client_error() && !a.responses.is_empty() => a,
-                _ => {
-                    return Err(self.refine(status_error(
-                        OP_BULK_UPDATE,
-                        status,
-                        &headers,
-                        &bytes,
-                    )));
-                }
-            }
-        };
+        let answer: BulkPriceQuantityResponse = self
+            .send_bulk(OP_BULK_UPDATE, request, |a: &BulkPriceQuantityResponse| {
+                !a.responses.is_empty()
+            })
+            .await?;
         let mut out = Vec::new();
         for g in groups {
             let outcome = group_outcome(g, &answer.responses);
@@ -916,17 +898,6 @@ fn rejected(reason: impl Into<String>, retryable: bool) -> PushOutcome {
         reason: reason.into(),
         retryable,
     }
-}
-
-fn transport_error(op: &str, e: &reqwest::Error) -> ConnectorError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    ConnectorError::transient(op, format!("{what}: {e}"))
 }
 
 fn describe_errors(errors: &[ErrorDetail]) -> String {

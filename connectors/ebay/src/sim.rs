@@ -100,7 +100,7 @@ impl Default for SimOptions {
 
 impl SimOptions {
     /// Adapter settings that work against a simulator with these options at `base_url`
-    /// (a literal token, short report polling, a request budget that never holds tests up).
+    /// (a literal token, short report polling, the simulator's own per-second limit as the budget).
     pub fn settings(&self, base_url: &str) -> Settings {
         let mut s = Settings::new(SecretRef::Literal(self.access_token.clone()));
         s.base_url = base_url.to_string();
@@ -114,8 +114,11 @@ impl SimOptions {
         s.report_download_timeout_secs = 30;
         s.throttle_retry_after_secs = 1;
         s.request_timeout_secs = 10;
-        s.requests_per_second = 10_000;
-        s.burst = 10_000;
+        // Pace like a client that knows the account's limit instead of learning it from 429s.
+        // (a little under it, with small bursts, so window edges do not trip it).
+        let rate = self.requests_per_second.unwrap_or(10_000);
+        s.requests_per_second = (rate * 4 / 5).max(1);
+        s.burst = (rate / 10).max(1);
         s
     }
 }
@@ -490,31 +493,35 @@ async fn get_inventory_items(
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-fn too_many(max: usize) -> Response {
-    ebay_error(
-        StatusCode::BAD_REQUEST,
-        vec![inventory_error(
+/// eBay's refusal of a bulk call with no entries (`empty` is that call's message) or more
+/// than `max`; `None` when `len` is fine.
+fn batch_size_error(len: usize, max: usize, empty: &str) -> Option<Response> {
+    let (id, message) = if len == 0 {
+        (api::ERR_INVALID_VALUE, empty.to_string())
+    } else if len > max {
+        (
             api::ERR_TOO_MANY_ITEMS,
             format!("The number of InventoryItems in the request cannot exceed {max}."),
-        )],
-    )
+        )
+    } else {
+        return None;
+    };
+    Some(ebay_error(
+        StatusCode::BAD_REQUEST,
+        vec![inventory_error(id, message)],
+    ))
 }
 
 async fn bulk_get_inventory_item(State(sim): State<Arc<Simulator>>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<BulkGetInventoryItem>(&body) else {
         return invalid_json();
     };
-    if req.requests.is_empty() {
-        return ebay_error(
-            StatusCode::BAD_REQUEST,
-            vec![inventory_error(
-                api::ERR_INVALID_VALUE,
-                "Invalid request. Invalid value for field requests",
-            )],
-        );
-    }
-    if req.requests.len() > sim.options.max_batch {
-        return too_many(sim.options.max_batch);
+    if let Some(refusal) = batch_size_error(
+        req.requests.len(),
+        sim.options.max_batch,
+        "Invalid request. Invalid value for field requests",
+    ) {
+        return refusal;
     }
     let mut seen = HashSet::new();
     if !req.requests.iter().all(|r| seen.insert(r.sku.as_str())) {
@@ -703,17 +710,12 @@ async fn bulk_update_price_quantity(State(sim): State<Arc<Simulator>>, body: Byt
     let Ok(req) = serde_json::from_slice::<BulkPriceQuantity>(&body) else {
         return invalid_json();
     };
-    if req.requests.is_empty() {
-        return ebay_error(
-            StatusCode::BAD_REQUEST,
-            vec![inventory_error(
-                api::ERR_INVALID_VALUE,
-                "Invalid value for requests.",
-            )],
-        );
-    }
-    if req.requests.len() > sim.options.max_batch {
-        return too_many(sim.options.max_batch);
+    if let Some(refusal) = batch_size_error(
+        req.requests.len(),
+        sim.options.max_batch,
+        "Invalid value for requests.",
+    ) {
+        return refusal;
     }
     sim.counters.write(req.requests.len());
     let mut responses = Vec::new();

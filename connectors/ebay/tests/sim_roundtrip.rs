@@ -432,7 +432,10 @@ async fn the_per_second_limit_answers_429() {
         requests_per_second: Some(1),
         ..SimOptions::default()
     };
-    let (_sim, _server, settings) = start(options, 3).await;
+    let (_sim, _server, mut settings) = start(options, 3).await;
+    // A client that ignores the limit (the simulator's settings pace themselves under it).
+    settings.requests_per_second = 1000;
+    settings.burst = 1000;
     let c = connect(settings).unwrap();
     let mut throttled = None;
     for _ in 0..3 {

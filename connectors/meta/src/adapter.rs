@@ -41,6 +41,7 @@ use crate::graph::{
 };
 use crate::price::{format_price, parse_price};
 use crate::settings::Settings;
+use crate::webhook::MetaWebhooks;
 
 /// Fields asked of the products edge.
 pub const PRODUCT_FIELDS: &str = "id,retailer_id,name,price,sale_price,sale_price_start_date,\
@@ -66,11 +67,11 @@ const BUC_WARN_PERCENT: f64 = 90.0;
 pub struct MetaConnector {
     settings: Settings,
     http: HttpClient,
-    limiter: RateLimiter,
     token: SecretString,
     appsecret_proof: Option<String>,
     catalog_url: String,
     policy: ErrorPolicy,
+    webhooks: Option<MetaWebhooks>,
 }
 
 impl fmt::Debug for MetaConnector {
@@ -92,19 +93,33 @@ pub fn connect(settings: Settings) -> Result<MetaConnector, ConnectorError> {
         .access_token
         .resolve()
         .map_err(|e| ConnectorError::config("meta settings: access_token", e.to_string()))?;
-    let appsecret_proof = match &settings.app_secret {
+    let verify_token = match &settings.webhook_verify_token {
         None => None,
+        Some(reference) => Some(reference.resolve().map_err(|e| {
+            ConnectorError::config("meta settings: webhook_verify_token", e.to_string())
+        })?),
+    };
+    let (appsecret_proof, webhooks) = match &settings.app_secret {
+        None => (None, None),
         Some(reference) => {
             let secret = reference
                 .resolve()
                 .map_err(|e| ConnectorError::config("meta settings: app_secret", e.to_string()))?;
-            Some(appsecret_proof(&token, &secret)?)
+            let proof = appsecret_proof(&token, &secret)?;
+            let webhooks = MetaWebhooks::new(
+                secret,
+                verify_token,
+                settings.webhook_product_field.clone(),
+                settings.webhook_order_field.clone(),
+            );
+            (Some(proof), Some(webhooks))
         }
     };
     let limiter = RateLimiter::new(settings.requests_per_second, settings.burst);
-    // The budget is applied here (not inside HttpClient) because this adapter reads Graph's
-    // error bodies and headers itself.
-    let http = HttpClient::new(Duration::from_secs(settings.request_timeout_secs), None)?;
+    let http = HttpClient::new(
+        Duration::from_secs(settings.request_timeout_secs),
+        Some(limiter),
+    )?;
     let catalog_url = format!(
         "{}/{}/{}",
         settings.base_url.trim_end_matches('/'),
@@ -117,11 +132,11 @@ pub fn connect(settings: Settings) -> Result<MetaConnector, ConnectorError> {
     Ok(MetaConnector {
         settings,
         http,
-        limiter,
         token,
         appsecret_proof,
         catalog_url,
         policy,
+        webhooks,
     })
 }
 
@@ -152,17 +167,8 @@ impl MetaConnector {
         if let Some(proof) = &self.appsecret_proof {
             request = request.query(&[("appsecret_proof", proof.as_str())]);
         }
-        self.limiter.acquire().await;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(operation, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(operation, e))?;
+        // Graph's error bodies and headers are read here, whatever the status.
+        let (status, headers, body) = self.http.send_raw(operation, request).await?;
         note_usage(operation, &headers);
         if !status.is_success() {
             return Err(self
@@ -705,18 +711,6 @@ fn parse_graph_time(text: &str) -> Option<OffsetDateTime> {
         })
 }
 
-fn transport_error(operation: &str, error: reqwest::Error) -> ConnectorError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    // Without the URL: it may carry appsecret_proof.
-    ConnectorError::transient(operation, format!("{what}: {}", error.without_url()))
-}
-
 fn note_usage(operation: &str, headers: &HeaderMap) {
     let usage = parse_buc(headers);
     if let Some(top) = usage.iter().max_by(|a, b| a.usage().total_cmp(&b.usage())) {
@@ -854,6 +848,12 @@ impl Connector for MetaConnector {
                 })
             })
             .collect())
+    }
+
+    fn webhooks(&self) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {
+        self.webhooks
+            .as_ref()
+            .map(|w| w as &dyn omnisync_sdk::webhook::WebhookHandler)
     }
 }
 

@@ -10,13 +10,17 @@
 //! - Records: `external_id` = `sku` = the item's `retailer_id`; `refs.product_id` = Meta's
 //!   id; stock under [`omnisync_sdk::StockLevel::DEFAULT_LOCATION`] (`"default"`); money in
 //!   the catalog currency ([`Settings::currency`]).
-//! - [`sim`] is a loopback simulator of the same API for tests, demos and rehearsals.
+//! - [`sim`] is a loopback simulator of the same API for tests, demos and rehearsals; it
+//!   also sends signed webhooks to subscribers.
+//! - [`webhook`]: with [`Settings::app_secret`] set, the connector verifies and reads Graph
+//!   webhooks (`X-Hub-Signature-256`, the `hub.challenge` handshake).
 
 mod adapter;
 mod graph;
 mod price;
 mod settings;
 pub mod sim;
+pub mod webhook;
 
 pub use adapter::{IN_STOCK, MetaConnector, OUT_OF_STOCK, PRODUCT_FIELDS, REF_PRODUCT_ID, connect};
 pub use graph::{BUC_HEADER, BucEntry, GraphError, GraphErrorBody};

@@ -43,10 +43,28 @@ pub struct Settings {
     /// reference (`env:…`, `file:…`, `credential:…`). Sent as `Authorization: Bearer`, never
     /// in the URL.
     pub access_token: SecretRef,
-    /// The app secret, by reference, when the app has "Require App Secret" enabled: every
-    /// call then carries `appsecret_proof` (hex HMAC-SHA256 of the token keyed by the secret).
+    /// The app secret, by reference. When set, every call carries `appsecret_proof` (hex
+    /// HMAC-SHA256 of the token keyed by the secret, for apps with "Require App Secret"), and
+    /// the connector accepts webhooks: their `X-Hub-Signature-256` is checked with it.
+    /// Without it the connector accepts no webhooks. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_secret: Option<SecretRef>,
+    /// The Verify Token set in the App Dashboard's Webhooks product, by reference: the
+    /// subscription handshake (`hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`) is
+    /// answered only when it matches. Default: none (every handshake is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_verify_token: Option<SecretRef>,
+    /// The webhook change `field` that announces product item changes, whose `value` names
+    /// `retailer_id` (or `retailer_ids`) and/or `product_id`. Meta does not document a
+    /// catalog product webhook: the name (default `product_items`) and shape are assumptions
+    /// to adjust to what the app actually receives.
+    #[serde(default = "default_product_field")]
+    pub webhook_product_field: String,
+    /// The webhook change `field` that announces an order, whose `value.items` carry
+    /// `retailer_id` and `quantity`. Unconfirmed like [`Settings::webhook_product_field`];
+    /// default `orders`.
+    #[serde(default = "default_order_field")]
+    pub webhook_order_field: String,
     /// The catalog's currency (ISO 4217). Prices are written in it, and a product read in
     /// another currency is reported without an offer (and a warning).
     #[serde(default = "default_currency")]
@@ -160,6 +178,12 @@ fn default_create_method() -> CreateMethod {
 fn default_create_fields() -> BTreeMap<String, String> {
     BTreeMap::from([("condition".to_string(), "new".to_string())])
 }
+fn default_product_field() -> String {
+    crate::webhook::DEFAULT_PRODUCT_FIELD.to_string()
+}
+fn default_order_field() -> String {
+    crate::webhook::DEFAULT_ORDER_FIELD.to_string()
+}
 fn default_poll_interval_ms() -> u64 {
     1000
 }
@@ -191,6 +215,9 @@ impl Settings {
             catalog_id: catalog_id.into(),
             access_token,
             app_secret: None,
+            webhook_verify_token: None,
+            webhook_product_field: default_product_field(),
+            webhook_order_field: default_order_field(),
             currency: default_currency(),
             page_size: default_page_size(),
             read_batch: default_read_batch(),
@@ -245,6 +272,19 @@ impl Settings {
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".to_string());
         }
+        if self.webhook_product_field.trim().is_empty()
+            || self.webhook_order_field.trim().is_empty()
+        {
+            return Err(
+                "webhook_product_field and webhook_order_field must not be empty".to_string(),
+            );
+        }
+        if self.webhook_product_field == self.webhook_order_field {
+            return Err(format!(
+                "webhook_product_field and webhook_order_field are both {:?}: they must differ",
+                self.webhook_order_field
+            ));
+        }
         Ok(())
     }
 }
@@ -270,6 +310,9 @@ mod tests {
         assert_eq!(s.batch_size, 3000);
         assert_eq!(s.create_method, CreateMethod::Create);
         assert!(s.throttle_codes.contains(&80014));
+        assert!(s.app_secret.is_none() && s.webhook_verify_token.is_none());
+        assert_eq!(s.webhook_product_field, "product_items");
+        assert_eq!(s.webhook_order_field, "orders");
         assert!(s.validate().is_ok());
     }
 
@@ -282,6 +325,15 @@ mod tests {
         assert_eq!(value["create_method"], "UPDATE");
         assert_eq!(value["currency"], "SEK");
         assert!(value.get("app_secret").is_none());
+        assert!(value.get("webhook_verify_token").is_none());
+        let mut with = s.clone();
+        with.app_secret = Some("credential:meta-app-secret".parse().unwrap());
+        with.webhook_verify_token = Some("env:META_VERIFY_TOKEN".parse().unwrap());
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["app_secret"], "credential:meta-app-secret");
+        assert_eq!(v["webhook_verify_token"], "env:META_VERIFY_TOKEN");
+        let back: Settings = serde_json::from_value(v).unwrap();
+        assert_eq!(back.webhook_verify_token, with.webhook_verify_token);
         let back: Settings = serde_json::from_value(value).unwrap();
         assert_eq!(back.create_method, CreateMethod::Update);
         assert_eq!(back.access_token, s.access_token);
@@ -304,5 +356,8 @@ mod tests {
         s.catalog_id = "12".into();
         s.graph_version = "25".into();
         assert!(s.validate().is_err());
+        s.graph_version = "v25.0".into();
+        s.webhook_order_field = s.webhook_product_field.clone();
+        assert!(s.validate().unwrap_err().contains("must differ"));
     }
 }

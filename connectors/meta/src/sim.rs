@@ -31,7 +31,29 @@
 //!
 //! Read prices are formatted for display ([`PriceFormat`]) with a `currency` field, as the
 //! real products edge does; the admin API ([`SimControl`]) speaks the catalog currency and
-//! the location code `"default"`, as the adapter reports them.
+//! the location code `"default"`, as the adapter reports them. An `appsecret_proof`
+//! parameter, when sent, must match [`SimOptions::app_secret`] (Graph's code 100 otherwise).
+//!
+//! **Webhooks.** Subscribers registered with [`Simulator::subscribe`] (or
+//! `POST /__sim/webhooks/subscriptions`; topics are change `field` names) first get Meta's
+//! verification request (`GET ?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`, which
+//! must echo the challenge), then signed POSTs (`X-Hub-Signature-256: sha256=<hex>` under
+//! [`SimOptions::app_secret`]) in the Graph envelope whenever a product changes: hand edits
+//! ([`SimControl`], the `/__sim` admin API) always, and `items_batch` requests when the batch
+//! is applied and the item actually changed (one delivery per batch, at most
+//! [`SimOptions::webhook_max_changes`] changes each). [`Simulator::sell`] sends an order
+//! change followed by the product's stock change. The product and order field names and
+//! value shapes are not documented by Meta (see `events`): they follow
+//! [`SimOptions::webhook_product_field`] and [`SimOptions::webhook_order_field`], the same
+//! names the adapter reads. Delivery is retried a bounded number of times
+//! ([`SimOptions::webhook_delivery`]) and can be dropped, duplicated, delayed or reordered
+//! ([`Simulator::set_webhook_faults`], `POST /__sim/webhooks/faults`). Seeding emits nothing.
+//!
+//! Webhook admin routes (next to the SDK's `/__sim` routes, never faulted):
+//! `POST|GET|DELETE /__sim/webhooks/subscriptions` (`{"url": "…", "topics": ["…"]}`),
+//! `POST /__sim/webhooks/faults` ([`WebhookFaults`] as JSON, `{}` clears),
+//! `GET /__sim/webhooks/stats` ([`WebhookStats`]) and `POST /__sim/orders`
+//! (`{"sku": "…", "quantity": 1}` → [`Simulator::sell`]; 409 when it cannot be sold).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -55,6 +77,20 @@ use serde_json::{Map, Value, json};
 use crate::graph::BUC_HEADER;
 use crate::price::parse_write_format;
 use crate::settings::{MAX_BATCH_LIMIT, Settings};
+use crate::webhook::{DEFAULT_ORDER_FIELD, DEFAULT_PRODUCT_FIELD};
+
+mod events;
+
+pub use events::WEBHOOK_OBJECT;
+pub use omnisync_sdk::sim::delivery::{DeliveryOptions, Subscription, WebhookFaults, WebhookStats};
+
+use events::MetaProvider;
+use omnisync_sdk::sim::delivery::{self, Dispatcher, WebhookAdmin};
+
+/// The app secret the simulator signs webhooks with by default (demo credentials).
+pub const DEMO_APP_SECRET: &str = "meta-demo-app-secret";
+/// The verify token the simulator sends in the webhook handshake by default.
+pub const DEMO_VERIFY_TOKEN: &str = "meta-demo-verify-token";
 
 /// How the products edge formats `price` and `sale_price` for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,7 +110,8 @@ pub enum PriceFormat {
 ///
 /// The defaults are Meta's documented limits and fixed demo credentials:
 /// catalog id **`1234567890`**, access token **`meta-demo-token`** (business id
-/// `9876543210` in the usage header), currency SEK.
+/// `9876543210` in the usage header), app secret [`DEMO_APP_SECRET`], webhook verify token
+/// [`DEMO_VERIFY_TOKEN`], currency SEK.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     /// The catalog id served.
@@ -112,6 +149,19 @@ pub struct SimOptions {
     pub auth_error_status: u16,
     /// HTTP status of a rate-limit refusal.
     pub throttle_status: u16,
+    /// The app secret: webhooks are signed with it, and an `appsecret_proof` must match it.
+    /// Default [`DEMO_APP_SECRET`].
+    pub app_secret: String,
+    /// The verify token sent in the webhook handshake. Default [`DEMO_VERIFY_TOKEN`].
+    pub webhook_verify_token: String,
+    /// The change field of product webhooks (unconfirmed). Default `product_items`.
+    pub webhook_product_field: String,
+    /// The change field of order webhooks (unconfirmed). Default `orders`.
+    pub webhook_order_field: String,
+    /// Most changes in one webhook delivery (Meta batches up to 1000). Default 1000.
+    pub webhook_max_changes: usize,
+    /// How webhooks are delivered: timeouts and bounded retries.
+    pub webhook_delivery: DeliveryOptions,
 }
 
 impl Default for SimOptions {
@@ -133,16 +183,28 @@ impl Default for SimOptions {
             catalog_management_calls: 20_000,
             auth_error_status: 400,
             throttle_status: 400,
+            app_secret: DEMO_APP_SECRET.to_string(),
+            webhook_verify_token: DEMO_VERIFY_TOKEN.to_string(),
+            webhook_product_field: DEFAULT_PRODUCT_FIELD.to_string(),
+            webhook_order_field: DEFAULT_ORDER_FIELD.to_string(),
+            webhook_max_changes: 1000,
+            webhook_delivery: DeliveryOptions::default(),
         }
     }
 }
 
 impl SimOptions {
     /// Adapter settings that work against a simulator with these options at `base_url`
-    /// (literal token, short batch polling, a generous request budget).
+    /// (literal token, app secret and verify token, so the adapter answers this simulator's
+    /// handshake and verifies its webhooks; the same webhook field names; short batch
+    /// polling; a generous request budget).
     pub fn settings(&self, base_url: &str) -> Settings {
         let token = SecretRef::Literal(self.access_token.clone());
         let mut s = Settings::new(self.catalog_id.clone(), token);
+        s.app_secret = Some(SecretRef::Literal(self.app_secret.clone()));
+        s.webhook_verify_token = Some(SecretRef::Literal(self.webhook_verify_token.clone()));
+        s.webhook_product_field = self.webhook_product_field.clone();
+        s.webhook_order_field = self.webhook_order_field.clone();
         s.base_url = base_url.to_string();
         s.currency = self.currency;
         s.batch_size = self.max_batch.clamp(1, MAX_BATCH_LIMIT);
@@ -194,7 +256,7 @@ struct Window {
     calls: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Product {
     id: u64,
     name: String,
@@ -237,6 +299,8 @@ pub struct Simulator {
     faults: Faults,
     counters: SimCounters,
     traces: AtomicU64,
+    webhooks: Dispatcher<MetaProvider>,
+    orders: AtomicU64,
 }
 
 /// Starts a simulator on `addr` (use `127.0.0.1:0` in tests): the API wrapped in the fault
@@ -261,7 +325,9 @@ pub async fn start(
         )
         .fallback(unknown_path)
         .with_state(sim.clone());
-    let router = fault_layer(api, sim.clone()).merge(admin_router(sim.clone()));
+    let router = fault_layer(api, sim.clone())
+        .merge(admin_router(sim.clone()))
+        .merge(delivery::admin_routes(sim.clone()));
     let server = SimServer::start(router, addr).await?;
     Ok((sim, server))
 }
@@ -273,7 +339,6 @@ impl Simulator {
     pub fn new(options: SimOptions) -> Self {
         let now = Instant::now();
         Simulator {
-            options,
             state: Mutex::new(SimState {
                 next_id: 100_000_000_000_000,
                 ..SimState::default()
@@ -289,6 +354,15 @@ impl Simulator {
             faults: Faults::default(),
             counters: SimCounters::default(),
             traces: AtomicU64::new(1),
+            webhooks: Dispatcher::new(
+                MetaProvider {
+                    app_secret: options.app_secret.clone(),
+                    verify_token: options.webhook_verify_token.clone(),
+                },
+                options.webhook_delivery.clone(),
+            ),
+            orders: AtomicU64::new(1),
+            options,
         }
     }
 
@@ -356,6 +430,17 @@ impl Simulator {
         }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         (status, axum::Json(json!({ "error": error }))).into_response()
+    }
+
+    /// Graph's answer to a missing or refused access token: error `code` with
+    /// `WWW-Authenticate: OAuth "Facebook Platform" "{reason}" "{message}"`.
+    fn token_refusal(&self, code: i64, reason: &str, message: &str) -> Response {
+        let mut r = self.graph_error(self.options.auth_error_status, code, None, message);
+        let challenge = format!("OAuth \"Facebook Platform\" \"{reason}\" \"{message}\"");
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        r
     }
 
     fn invalid_parameter(&self, message: impl Into<String>) -> Response {
@@ -446,36 +531,31 @@ impl Simulator {
             });
         match token {
             None | Some("") => {
-                let mut r = self.graph_error(
-                    self.options.auth_error_status,
+                return Err(Box::new(self.token_refusal(
                     104,
-                    None,
+                    "invalid_request",
                     "An access token is required to request this resource.",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "OAuth \"Facebook Platform\" \"invalid_request\" \"An access token is required to request this resource.\"",
-                    ),
-                );
-                return Err(Box::new(r));
+                )));
             }
             Some(t) if t != self.options.access_token => {
-                let mut r = self.graph_error(
-                    self.options.auth_error_status,
+                return Err(Box::new(self.token_refusal(
                     190,
-                    None,
+                    "invalid_token",
                     "Invalid OAuth access token - Cannot parse access token",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "OAuth \"Facebook Platform\" \"invalid_token\" \"Invalid OAuth access token - Cannot parse access token\"",
-                    ),
-                );
-                return Err(Box::new(r));
+                )));
             }
             Some(_) => {}
+        }
+        if let Some(proof) = params.get("appsecret_proof") {
+            let expected = hex::encode(omnisync_sdk::webhook::hmac_sha256(
+                self.options.app_secret.as_bytes(),
+                self.options.access_token.as_bytes(),
+            ));
+            if !proof.eq_ignore_ascii_case(&expected) {
+                return Err(Box::new(self.invalid_parameter(
+                    "Invalid appsecret_proof provided in the API argument",
+                )));
+            }
         }
         if catalog_id != self.options.catalog_id {
             return Err(Box::new(self.graph_error(
@@ -525,13 +605,52 @@ impl Simulator {
         let requests = std::mem::take(&mut batch.requests);
         let allow_upsert = batch.allow_upsert;
         let mut result = BatchResult::default();
+        let mut changes = Vec::new();
+        let field = &self.options.webhook_product_field;
+        let catalog = &self.options.catalog_id;
+        // Nobody listening: apply without preparing notifications.
+        let notify = self.webhooks.wants(field);
         for (line, rid, method, data) in requests {
-            if let Err(message) = self.apply(state, &rid, &method, &data, allow_upsert) {
-                result.errors.push((line, rid, message));
+            let before = if notify {
+                state.products.get(&rid).cloned()
+            } else {
+                None
+            };
+            match self.apply(state, &rid, &method, &data, allow_upsert) {
+                Err(message) => result.errors.push((line, rid, message)),
+                Ok(()) if !notify => {}
+                Ok(()) => {
+                    let after = state.products.get(&rid);
+                    if after == before.as_ref() {
+                        continue;
+                    }
+                    let (verb, id) = match (&before, after) {
+                        (None, after) => ("create", after.map(|p| p.id)),
+                        (Some(b), None) => ("delete", Some(b.id)),
+                        (Some(_), Some(a)) => ("update", Some(a.id)),
+                    };
+                    let mut fields: Vec<&str> = data
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|k| *k != "id")
+                        .collect();
+                    fields.sort_unstable();
+                    changes.push(events::product_change(
+                        field, catalog, &rid, id, verb, &fields,
+                    ));
+                }
             }
         }
         if let Some(batch) = state.batches.get_mut(handle) {
             batch.result = Some(result);
+        }
+        // One delivery per applied batch (chunked), after the batch is applied.
+        let max = self.options.webhook_max_changes.max(1);
+        while !changes.is_empty() {
+            let rest = changes.split_off(changes.len().min(max));
+            let chunk = std::mem::replace(&mut changes, rest);
+            self.webhooks
+                .emit(field, |_| events::envelope(catalog, chunk));
         }
     }
 
@@ -698,6 +817,103 @@ impl Simulator {
             },
             stock,
         }
+    }
+
+    /// Emits one product change for `rid` (a hand edit).
+    fn emit_product(&self, rid: &str, id: Option<u64>, verb: &str, fields: &[&str]) {
+        let field = &self.options.webhook_product_field;
+        let catalog = &self.options.catalog_id;
+        self.webhooks.emit(field, |_| {
+            events::envelope(
+                catalog,
+                vec![events::product_change(
+                    field, catalog, rid, id, verb, fields,
+                )],
+            )
+        });
+    }
+
+    /// Subscribes `url` to webhooks on `topics` (change field names; empty = every field).
+    /// Subscribing a URL again replaces its topics. Before the first delivery the subscriber
+    /// must pass Meta's verification request (echo `hub.challenge`); until it does, each
+    /// delivery attempt fails and is retried.
+    pub fn subscribe(&self, url: String, topics: Vec<String>) {
+        self.webhooks.subscribe(url, topics);
+    }
+
+    /// The webhook subscriptions.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.webhooks.subscriptions()
+    }
+
+    /// Removes every webhook subscription.
+    pub fn clear_subscriptions(&self) {
+        self.webhooks.clear();
+    }
+
+    /// Replaces the webhook delivery faults (`WebhookFaults::default()` clears them).
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
+        self.webhooks.set_faults(faults);
+    }
+
+    /// The webhook delivery faults still in force (counts go down as they are used).
+    pub fn webhook_faults(&self) -> WebhookFaults {
+        self.webhooks.faults()
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.webhooks.stats()
+    }
+
+    /// Waits until every queued webhook delivery has finished (sent, dropped or given up),
+    /// up to `timeout`; `true` when none is pending.
+    pub async fn wait_webhooks_idle(&self, timeout: Duration) -> bool {
+        self.webhooks.wait_idle(timeout).await
+    }
+
+    /// Sells `quantity` units of `retailer_id` (a shop order): lowers
+    /// `quantity_to_sell_on_facebook` (the catalog's one location, `"default"`), then emits an
+    /// order change followed by the product's stock change. `false` (and nothing changes) for
+    /// an unknown item, a quantity below 1, or when it holds fewer units.
+    pub fn sell(&self, retailer_id: &str, quantity: i64) -> bool {
+        if quantity < 1 {
+            return false;
+        }
+        let mut state = self.lock();
+        self.settle(&mut state);
+        let Some(p) = state.products.get_mut(retailer_id) else {
+            return false;
+        };
+        let Some(held) = p.quantity.filter(|q| *q >= quantity) else {
+            return false;
+        };
+        p.quantity = Some(held - quantity);
+        p.availability = availability_for(held - quantity).to_string();
+        let id = p.id;
+        drop(state);
+        let order_id = self.orders.fetch_add(1, Ordering::Relaxed);
+        let field = &self.options.webhook_order_field;
+        let catalog = &self.options.catalog_id;
+        self.webhooks.emit(field, |_| {
+            events::envelope(
+                catalog,
+                vec![events::order(
+                    field,
+                    catalog,
+                    order_id,
+                    retailer_id,
+                    quantity,
+                )],
+            )
+        });
+        self.emit_product(
+            retailer_id,
+            Some(id),
+            "update",
+            &["availability", "quantity_to_sell_on_facebook"],
+        );
+        true
     }
 
     fn product_of(id: u64, record: &SimRecord) -> Product {
@@ -1213,6 +1429,16 @@ async fn unknown_path(State(sim): State<Arc<Simulator>>, uri: axum::http::Uri) -
     )
 }
 
+impl WebhookAdmin for Simulator {
+    type Provider = MetaProvider;
+    fn webhooks(&self) -> &Dispatcher<MetaProvider> {
+        &self.webhooks
+    }
+    fn sell(&self, sku: &str, quantity: i64) -> bool {
+        Simulator::sell(self, sku, quantity)
+    }
+}
+
 impl SimControl for Simulator {
     fn kind(&self) -> &'static str {
         crate::KIND
@@ -1251,14 +1477,15 @@ impl SimControl for Simulator {
 
     fn set_offer(&self, sku: &str, offer: Offer) -> bool {
         let mut state = self.lock();
-        match state.products.get_mut(sku) {
-            Some(p) => {
-                p.price = offer.price;
-                p.sale = offer.sale;
-                true
-            }
-            None => false,
-        }
+        let Some(p) = state.products.get_mut(sku) else {
+            return false;
+        };
+        p.price = offer.price;
+        p.sale = offer.sale;
+        let id = p.id;
+        drop(state);
+        self.emit_product(sku, Some(id), "update", &["price", "sale_price"]);
+        true
     }
 
     fn set_stock(&self, sku: &str, location: &str, quantity: i64) -> bool {
@@ -1266,32 +1493,58 @@ impl SimControl for Simulator {
             return false;
         }
         let mut state = self.lock();
-        match state.products.get_mut(sku) {
+        let Some(p) = state.products.get_mut(sku) else {
+            return false;
+        };
+        p.quantity = Some(quantity);
+        p.availability = availability_for(quantity).to_string();
+        let id = p.id;
+        drop(state);
+        self.emit_product(
+            sku,
+            Some(id),
+            "update",
+            &["availability", "quantity_to_sell_on_facebook"],
+        );
+        true
+    }
+
+    fn remove(&self, sku: &str) -> bool {
+        let removed = self.lock().products.remove(sku);
+        match removed {
             Some(p) => {
-                p.quantity = Some(quantity);
-                p.availability = availability_for(quantity).to_string();
+                self.emit_product(sku, Some(p.id), "delete", &[]);
                 true
             }
             None => false,
         }
     }
 
-    fn remove(&self, sku: &str) -> bool {
-        self.lock().products.remove(sku).is_some()
-    }
-
     fn add(&self, record: SimRecord) {
         let mut state = self.lock();
-        let id = match state.products.get(&record.sku) {
-            Some(p) => p.id,
+        let (id, verb) = match state.products.get(&record.sku) {
+            Some(p) => (p.id, "update"),
             None => {
                 state.next_id += 1;
-                state.next_id - 1
+                (state.next_id - 1, "create")
             }
         };
         state
             .products
             .insert(record.sku.clone(), Simulator::product_of(id, &record));
+        drop(state);
+        self.emit_product(
+            &record.sku,
+            Some(id),
+            verb,
+            &[
+                "availability",
+                "name",
+                "price",
+                "quantity_to_sell_on_facebook",
+                "sale_price",
+            ],
+        );
     }
 
     fn faults(&self) -> &Faults {

@@ -69,8 +69,25 @@ impl HttpClient {
         })
     }
 
-    /// Sends a request and returns the raw body of a successful response.
+    /// Sends a request and returns the raw body of a successful response; any other status
+    /// is mapped by [`status_error`].
     pub async fn send(
+        &self,
+        operation: &str,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ConnectorError> {
+        let (status, headers, bytes) = self.send_raw(operation, request).await?;
+        if status.is_success() {
+            return Ok((status, headers, bytes));
+        }
+        Err(status_error(operation, status, &headers, &bytes))
+    }
+
+    /// Sends a request (after waiting for the request budget) and returns the status,
+    /// headers and body whatever the status, for APIs whose error answers carry an envelope
+    /// the connector reads itself (per-item results in a 4xx, a Graph error object). Only
+    /// transport failures are errors, mapped by [`transport_error`] (without the URL).
+    pub async fn send_raw(
         &self,
         operation: &str,
         request: RequestBuilder,
@@ -88,10 +105,16 @@ impl HttpClient {
             .bytes()
             .await
             .map_err(|e| transport_error(operation, &e))?;
-        if status.is_success() {
-            return Ok((status, headers, bytes));
+        Ok((status, headers, bytes))
+    }
+
+    /// The same client (sharing its connections and timeouts) without the request budget,
+    /// for calls to hosts outside the API's rate limit, such as signed storage URLs.
+    pub fn without_limiter(&self) -> HttpClient {
+        HttpClient {
+            inner: self.inner.clone(),
+            limiter: None,
         }
-        Err(status_error(operation, status, &headers, &bytes))
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`secret`]: secrets by reference (env var, file, systemd credential), redacted in `Debug`;
 //! - [`webhook`]: verifying and reading incoming webhooks (HMAC in constant time);
 //! - [`sim`]: shared plumbing for the loopback simulators every connector ships (server
-//!   lifecycle, fault injection, the `/__sim` admin API).
+//!   lifecycle, fault injection, the `/__sim` admin API, outgoing webhook delivery).
 
 pub mod connector;
 pub mod error;

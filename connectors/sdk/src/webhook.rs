@@ -15,12 +15,44 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// Request headers, names lower-cased.
 pub type Headers = BTreeMap<String, String>;
+
+/// [`Headers`] from an HTTP header map: names lower-cased, values read as UTF-8 (lossily),
+/// repeated headers joined with `, `.
+pub fn headers_from(map: &HeaderMap) -> Headers {
+    let mut out = Headers::new();
+    for (name, value) in map {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_ascii_lowercase())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
+
+/// A header by lower-case name (tolerating a map that kept the sender's case), trimmed;
+/// `None` when it is absent or blank.
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .or_else(|| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +137,23 @@ pub fn hmac_sha256_verify(key: &[u8], body: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_are_lower_cased_and_joined() {
+        let mut map = HeaderMap::new();
+        map.insert("X-Shopify-Topic", "orders/create".parse().unwrap());
+        map.append("Via", "a".parse().unwrap());
+        map.append("Via", "b".parse().unwrap());
+        let headers = headers_from(&map);
+        assert_eq!(headers["x-shopify-topic"], "orders/create");
+        assert_eq!(headers["via"], "a, b");
+        let mut kept_case = Headers::new();
+        kept_case.insert("X-Hub-Signature-256".into(), " sha256=ab ".into());
+        kept_case.insert("x-blank".into(), "  ".into());
+        assert_eq!(header(&kept_case, "x-hub-signature-256"), Some("sha256=ab"));
+        assert_eq!(header(&kept_case, "x-blank"), None);
+        assert_eq!(header(&headers, "x-missing"), None);
+    }
 
     #[test]
     fn hmac_round_trip_and_refusal() {

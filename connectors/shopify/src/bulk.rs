@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use omnisync_sdk::http::status_error;
+use omnisync_sdk::http::HttpClient;
 use omnisync_sdk::{ConnectorError, Currency, ErrorKind, Record};
 use serde::Deserialize;
 use serde_json::Value;
@@ -167,39 +167,22 @@ fn failed(gql: &Gql, op: &BulkOperation, status: &str) -> ConnectorError {
 /// Downloads the result file. The URL is a signed storage URL: no access token is sent,
 /// and neither the URL nor its signature appears in errors.
 pub async fn download(
-    client: &reqwest::Client,
+    client: &HttpClient,
     url: &str,
     timeout: Duration,
 ) -> Result<bytes::Bytes, ConnectorError> {
     let operation = "GET bulk operation result";
-    let transport = |e: reqwest::Error| {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "transport error"
-        };
-        ConnectorError::transient(operation, format!("{what}: {}", e.without_url()))
-    };
-    let response = client
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(transport)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport)?;
-    if status.is_success() {
-        return Ok(body);
+    let request = client.raw().get(url).timeout(timeout);
+    match client.send(operation, request).await {
+        Ok((_, _, body)) => Ok(body),
+        Err(mut err) => {
+            // A refused or vanished signed URL is not our credentials' fault: start a new read.
+            if err.kind == ErrorKind::Auth || matches!(err.status, Some(404 | 410)) {
+                err.kind = ErrorKind::Transient;
+            }
+            Err(err)
+        }
     }
-    let mut err = status_error(operation, status, &headers, &body);
-    // A refused or vanished signed URL is not our credentials' fault: start a new read.
-    if err.kind == ErrorKind::Auth || matches!(status.as_u16(), 404 | 410) {
-        err.kind = ErrorKind::Transient;
-    }
-    Err(err)
 }
 
 /// Rebuilds records from the JSONL result. A line that cannot be read is skipped with a

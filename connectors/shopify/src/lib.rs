@@ -17,6 +17,9 @@
 //! - **Throttling**: requests wait for the cost bucket Shopify reports; a `THROTTLED`
 //!   answer (HTTP 200) or a 429 becomes [`omnisync_sdk::ErrorKind::Throttled`] with the
 //!   wait as `retry_after`.
+//! - **Webhooks**: with [`Settings::webhook_secret`] set, [`Connector::webhooks`] returns a
+//!   [`webhook::ShopifyWebhooks`] that verifies `X-Shopify-Hmac-Sha256` and reads
+//!   `inventory_levels/update`, `products/*`, `inventory_items/*` and `orders/create`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +38,7 @@ pub mod mapping;
 mod push;
 pub mod settings;
 pub mod sim;
+pub mod webhook;
 
 pub use settings::{FullReadMode, Settings};
 
@@ -80,23 +84,32 @@ struct Snapshot {
 pub struct ShopifyConnector {
     settings: Settings,
     gql: Gql,
-    download: reqwest::Client,
+    /// The API client without the request budget: bulk results come from a storage host.
+    download: HttpClient,
     snapshot: Mutex<Option<Snapshot>>,
+    webhooks: Option<webhook::ShopifyWebhooks>,
 }
 
-/// Resolves the access token and builds the HTTP client. No network I/O.
+/// Resolves the access token (and the webhook secret, when set) and builds the HTTP
+/// client. No network I/O.
 pub fn connect(settings: Settings) -> Result<ShopifyConnector, ConnectorError> {
     settings.validate()?;
     let token = settings
         .access_token
         .resolve()
         .map_err(|e| ConnectorError::config("resolving shopify access_token", e.to_string()))?;
+    let webhooks = match &settings.webhook_secret {
+        None => None,
+        Some(reference) => Some(webhook::ShopifyWebhooks::new(reference.resolve().map_err(
+            |e| ConnectorError::config("resolving shopify webhook_secret", e.to_string()),
+        )?)),
+    };
     let limiter = RateLimiter::new(settings.requests_per_second, settings.request_burst);
     let http = HttpClient::new(
         Duration::from_secs(settings.request_timeout_secs),
         Some(limiter),
     )?;
-    let download = http.raw().clone();
+    let download = http.without_limiter();
     let gql = Gql::new(
         http,
         settings.endpoint(),
@@ -109,6 +122,7 @@ pub fn connect(settings: Settings) -> Result<ShopifyConnector, ConnectorError> {
         gql,
         download,
         snapshot: Mutex::new(None),
+        webhooks,
     })
 }
 
@@ -410,5 +424,11 @@ impl Connector for ShopifyConnector {
 
     async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
         push::push(&self.gql, &self.settings, batch).await
+    }
+
+    fn webhooks(&self) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {
+        self.webhooks
+            .as_ref()
+            .map(|w| w as &dyn omnisync_sdk::webhook::WebhookHandler)
     }
 }

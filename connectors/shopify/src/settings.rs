@@ -38,6 +38,11 @@ pub struct Settings {
     /// The Admin API access token sent as `X-Shopify-Access-Token`, by reference
     /// (`env:…`, `file:…`, `credential:…`).
     pub access_token: SecretRef,
+    /// The app's client secret, by reference, used to verify incoming webhooks
+    /// (`X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of the raw body under this secret).
+    /// Without it the connector accepts no webhooks. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SecretRef>,
     /// Admin API version, `YYYY-MM` (or `unstable`). Default [`DEFAULT_API_VERSION`];
     /// at least [`MIN_API_VERSION`].
     #[serde(default = "default_api_version")]
@@ -156,6 +161,7 @@ impl Settings {
         Settings {
             base_url: base_url.into(),
             access_token,
+            webhook_secret: None,
             api_version: default_api_version(),
             currency: default_currency(),
             full_read: FullReadMode::default(),
@@ -319,6 +325,22 @@ mod tests {
         assert_eq!(s.currency, Currency::SEK);
         assert_eq!(s.full_read, FullReadMode::Paged);
         assert_eq!(s.page_size, 250);
+        assert!(s.webhook_secret.is_none());
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "base_url": "https://x.myshopify.com",
+            "access_token": "env:SHOPIFY_TOKEN",
+            "webhook_secret": "credential:shopify-webhook-secret",
+        }))
+        .expect("settings");
+        assert_eq!(
+            s.webhook_secret
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("credential:shopify-webhook-secret")
+        );
+        let back = serde_json::to_value(&s).expect("serializes");
+        assert_eq!(back["webhook_secret"], "credential:shopify-webhook-secret");
         assert!(
             serde_json::from_value::<Settings>(serde_json::json!({
                 "base_url": "https://x.myshopify.com",

@@ -10,6 +10,27 @@
 //! `GET /bulk-results/{id}.jsonl?sig=…` (a signed URL: no token needed, as with Shopify's
 //! storage URLs). The `/__sim` admin API comes from [`omnisync_sdk::sim::admin_router`].
 //!
+//! **Webhooks.** Like a shop with an app subscribed, it POSTs signed webhooks to the
+//! subscribers registered with [`Simulator::subscribe`] (or
+//! `POST /__sim/webhooks/subscriptions`) when its state changes: `inventory_levels/update`
+//! for a quantity, `products/update` for a price, `products/create|delete` for added and
+//! removed listings, and `orders/create` for a [`Simulator::sell`]. Changes made "by hand"
+//! ([`SimControl`], the `/__sim` admin API) always emit; changes made through the API emit
+//! when they change a stored value, as Shopify does for changes made by apps. Deliveries
+//! carry Shopify's headers (`X-Shopify-Topic`, `X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256
+//! of the raw body under [`SimOptions::webhook_secret`], `X-Shopify-Shop-Domain`,
+//! `X-Shopify-API-Version`, `X-Shopify-Webhook-Id`, `X-Shopify-Event-Id`,
+//! `X-Shopify-Triggered-At`), are retried a bounded number of times
+//! ([`SimOptions::webhook_delivery`]) and can be dropped, duplicated, delayed or reordered
+//! for rehearsals ([`Simulator::set_webhook_faults`], `POST /__sim/webhooks/faults`).
+//! Seeding emits nothing.
+//!
+//! Webhook admin routes (next to the SDK's `/__sim` routes, never faulted):
+//! `POST|GET|DELETE /__sim/webhooks/subscriptions` (`{"url": "…", "topics": ["…"]}`),
+//! `POST /__sim/webhooks/faults` ([`WebhookFaults`] as JSON, `{}` clears),
+//! `GET /__sim/webhooks/stats` ([`WebhookStats`]) and `POST /__sim/orders`
+//! (`{"sku": "…", "quantity": 1}` → [`Simulator::sell`]; 409 when it cannot be sold).
+//!
 //! Each [`SimRecord`] is one variant; variants are grouped into products of one to three
 //! (deterministically, in SKU order) so the per-product price mutation is exercised. Stock
 //! is keyed by location gid and prices are in [`SimOptions::currency`], exactly as the
@@ -36,15 +57,20 @@ use sha2::{Digest, Sha256};
 
 use crate::graphql::TOKEN_HEADER;
 use crate::mapping::money_from_offer;
-use crate::settings::Settings;
+use crate::settings::{DEFAULT_API_VERSION, Settings};
 
 mod bulk;
 mod catalog;
 mod cost;
+mod events;
 mod schema;
+
+pub use omnisync_sdk::sim::delivery::{DeliveryOptions, Subscription, WebhookFaults, WebhookStats};
 
 use catalog::{Catalog, gid};
 use cost::LeakyBucket;
+use events::ShopifyProvider;
+use omnisync_sdk::sim::delivery::{self, Dispatcher, WebhookAdmin};
 use schema::{
     BulkOperation, BulkOperationStatus, BulkOperationType, BulkOperationUserErrorCode,
     InventorySetQuantitiesPayload, SimSchema, UnsignedInt64,
@@ -53,6 +79,12 @@ use schema::{
 /// The access token the simulator accepts by default (demo credentials).
 pub const DEMO_ACCESS_TOKEN: &str = "shpat_omnisync_demo_0123456789abcdef";
 
+/// The app client secret the simulator signs webhooks with by default (demo credentials).
+pub const DEMO_WEBHOOK_SECRET: &str = "shpss_omnisync_demo_webhook_secret_0123456789";
+
+/// The shop domain sent in `X-Shopify-Shop-Domain` by default.
+pub const DEMO_SHOP_DOMAIN: &str = "omnisync-demo.myshopify.com";
+
 /// Shopify's answer to a missing or wrong access token (HTTP 401).
 pub const INVALID_TOKEN_BODY: &str =
     r#"{"errors":"[API] Invalid API key or access token (unrecognized login or wrong password)"}"#;
@@ -60,7 +92,8 @@ pub const INVALID_TOKEN_BODY: &str =
 /// How the simulator behaves.
 ///
 /// `Default` gives the documented Shopify limits and the demo credentials: access token
-/// [`DEMO_ACCESS_TOKEN`] (`shpat_omnisync_demo_0123456789abcdef`), shop currency NOK,
+/// [`DEMO_ACCESS_TOKEN`] (`shpat_omnisync_demo_0123456789abcdef`), webhook secret
+/// [`DEMO_WEBHOOK_SECRET`], shop domain [`DEMO_SHOP_DOMAIN`], shop currency NOK,
 /// locations `gid://shopify/Location/1`, `/2` and `/3`.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -88,6 +121,13 @@ pub struct SimOptions {
     pub bulk_polls_to_complete: u32,
     /// Bulk queries that may run at once. Default 5 (API 2026-01 and later).
     pub max_concurrent_bulk_queries: usize,
+    /// The app's client secret webhooks are signed with (`X-Shopify-Hmac-Sha256`).
+    /// Default [`DEMO_WEBHOOK_SECRET`].
+    pub webhook_secret: String,
+    /// `X-Shopify-Shop-Domain` of webhooks. Default [`DEMO_SHOP_DOMAIN`].
+    pub shop_domain: String,
+    /// How webhooks are delivered: timeouts and bounded retries.
+    pub webhook_delivery: DeliveryOptions,
 }
 
 impl Default for SimOptions {
@@ -104,16 +144,21 @@ impl Default for SimOptions {
             max_page_size: 250,
             bulk_polls_to_complete: 2,
             max_concurrent_bulk_queries: 5,
+            webhook_secret: DEMO_WEBHOOK_SECRET.to_string(),
+            shop_domain: DEMO_SHOP_DOMAIN.to_string(),
+            webhook_delivery: DeliveryOptions::default(),
         }
     }
 }
 
 impl SimOptions {
     /// Adapter settings that work against a simulator with these options at `base_url`:
-    /// the literal demo token, the same currency and limits, fast bulk polling and a request
-    /// budget that does not slow tests down.
+    /// the literal demo token and webhook secret (so the adapter verifies this simulator's
+    /// webhooks), the same currency and limits, fast bulk polling and a request budget that
+    /// does not slow tests down.
     pub fn settings(&self, base_url: &str) -> Settings {
         let mut s = Settings::new(base_url, SecretRef::Literal(self.access_token.clone()));
+        s.webhook_secret = Some(SecretRef::Literal(self.webhook_secret.clone()));
         s.currency = self.currency;
         s.max_input_array = self.max_input_array;
         s.max_query_cost = u32::try_from(self.max_query_cost).unwrap_or(u32::MAX);
@@ -203,6 +248,7 @@ pub(crate) struct Shared {
     ids: AtomicU64,
     faults: Faults,
     counters: SimCounters,
+    webhooks: Dispatcher<ShopifyProvider>,
 }
 
 impl Shared {
@@ -387,6 +433,14 @@ impl Simulator {
             ids: AtomicU64::new(1),
             faults: Faults::default(),
             counters: SimCounters::default(),
+            webhooks: Dispatcher::new(
+                ShopifyProvider {
+                    secret: options.webhook_secret.clone(),
+                    shop_domain: options.shop_domain.clone(),
+                    api_version: DEFAULT_API_VERSION.to_string(),
+                },
+                options.webhook_delivery.clone(),
+            ),
             options,
         });
         let schema = schema::build(Arc::clone(&shared));
@@ -406,9 +460,102 @@ impl Simulator {
             .with_state(Arc::clone(self))
     }
 
-    /// The full router: the API behind the fault layer, plus the `/__sim` admin API.
+    /// The full router: the API behind the fault layer, plus the `/__sim` admin API and the
+    /// webhook admin routes (`/__sim/webhooks/…`, `/__sim/orders`).
     pub fn router(self: &Arc<Self>) -> Router {
-        fault_layer(self.api_router(), Arc::clone(self)).merge(admin_router(Arc::clone(self)))
+        fault_layer(self.api_router(), Arc::clone(self))
+            .merge(admin_router(Arc::clone(self)))
+            .merge(delivery::admin_routes(Arc::clone(self)))
+    }
+
+    /// Subscribes `url` to webhooks on `topics` (Shopify topic names such as
+    /// `inventory_levels/update`; empty = every topic). Subscribing a URL again replaces its
+    /// topics. Deliveries start with the next change.
+    pub fn subscribe(&self, url: String, topics: Vec<String>) {
+        self.shared.webhooks.subscribe(url, topics);
+    }
+
+    /// The webhook subscriptions.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.shared.webhooks.subscriptions()
+    }
+
+    /// Removes every webhook subscription.
+    pub fn clear_subscriptions(&self) {
+        self.shared.webhooks.clear();
+    }
+
+    /// Replaces the webhook delivery faults (`WebhookFaults::default()` clears them).
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
+        self.shared.webhooks.set_faults(faults);
+    }
+
+    /// The webhook delivery faults still in force (counts go down as they are used).
+    pub fn webhook_faults(&self) -> WebhookFaults {
+        self.shared.webhooks.faults()
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.shared.webhooks.stats()
+    }
+
+    /// Waits until every queued webhook delivery has finished (sent, dropped or given up),
+    /// up to `timeout`; `true` when none is pending.
+    pub async fn wait_webhooks_idle(&self, timeout: std::time::Duration) -> bool {
+        self.shared.webhooks.wait_idle(timeout).await
+    }
+
+    /// Sells `quantity` units of `sku`, as a customer order would: lowers `available` at the
+    /// first location (in [`SimOptions::locations`] order) holding at least `quantity`, then
+    /// emits `orders/create` followed by `inventory_levels/update`. `false` (and nothing
+    /// changes) for an unknown SKU, a quantity below 1, or when no location holds enough.
+    pub fn sell(&self, sku: &str, quantity: i64) -> bool {
+        if quantity < 1 {
+            return false;
+        }
+        let shared = &self.shared;
+        let mut catalog = shared.catalog();
+        let Some(v) = catalog.by_sku_mut(sku) else {
+            return false;
+        };
+        let enough = |l: &String| v.levels.get(l).is_some_and(|q| *q >= quantity);
+        let location = shared
+            .options
+            .locations
+            .iter()
+            .find(|l| enough(l))
+            .or_else(|| v.levels.keys().find(|l| enough(l)))
+            .cloned();
+        let Some(location) = location else {
+            return false;
+        };
+        let left = v.levels.get(&location).copied().unwrap_or(0) - quantity;
+        v.levels.insert(location.clone(), left);
+        let hooks = &shared.webhooks;
+        if !hooks.wants(events::ORDERS_CREATE) && !hooks.wants(events::INVENTORY_LEVELS_UPDATE) {
+            return true;
+        }
+        let sold = v.clone();
+        let order = shared.next_id();
+        let line = shared.next_id();
+        shared.webhooks.emit(events::ORDERS_CREATE, |at| {
+            events::order(&catalog, order, line, &sold, quantity, at)
+        });
+        shared.webhooks.emit(events::INVENTORY_LEVELS_UPDATE, |at| {
+            events::inventory_level(sold.item, &location, left, at)
+        });
+        true
+    }
+}
+
+impl WebhookAdmin for Simulator {
+    type Provider = ShopifyProvider;
+    fn webhooks(&self) -> &Dispatcher<ShopifyProvider> {
+        &self.shared.webhooks
+    }
+    fn sell(&self, sku: &str, quantity: i64) -> bool {
+        Simulator::sell(self, sku, quantity)
     }
 }
 
@@ -570,6 +717,11 @@ impl SimControl for Simulator {
         self.shared.catalog().records()
     }
 
+    fn record(&self, sku: &str) -> Option<SimRecord> {
+        let catalog = self.shared.catalog();
+        catalog.by_sku(sku).map(|v| catalog.to_record(v))
+    }
+
     fn set_offer(&self, sku: &str, offer: Offer) -> bool {
         let mut catalog = self.shared.catalog();
         let Some(v) = catalog.by_sku_mut(sku) else {
@@ -578,6 +730,10 @@ impl SimControl for Simulator {
         let (price, compare_at) = money_from_offer(&offer);
         v.price = price.minor;
         v.compare_at = compare_at.map(|m| m.minor);
+        let product = v.product;
+        self.shared.webhooks.emit(events::PRODUCTS_UPDATE, |at| {
+            events::product(&catalog, product, at).unwrap_or_default()
+        });
         true
     }
 
@@ -590,15 +746,48 @@ impl SimControl for Simulator {
             return false;
         };
         v.levels.insert(location.to_string(), quantity);
+        let item = v.item;
+        self.shared
+            .webhooks
+            .emit(events::INVENTORY_LEVELS_UPDATE, |at| {
+                events::inventory_level(item, location, quantity, at)
+            });
         true
     }
 
     fn remove(&self, sku: &str) -> bool {
-        self.shared.catalog().remove(sku)
+        let mut catalog = self.shared.catalog();
+        let Some(product) = catalog.by_sku(sku).map(|v| v.product) else {
+            return false;
+        };
+        catalog.remove(sku);
+        if catalog.has_product(product) {
+            self.shared.webhooks.emit(events::PRODUCTS_UPDATE, |at| {
+                events::product(&catalog, product, at).unwrap_or_default()
+            });
+        } else {
+            self.shared.webhooks.emit(events::PRODUCTS_DELETE, |_| {
+                events::product_deleted(product)
+            });
+        }
+        true
     }
 
     fn add(&self, record: SimRecord) {
-        self.shared.catalog().add(record);
+        let mut catalog = self.shared.catalog();
+        let sku = record.sku.clone();
+        let existed = catalog.by_sku(&sku).is_some();
+        catalog.add(record);
+        if let Some(product) = catalog.by_sku(&sku).map(|v| v.product) {
+            let topic = if existed {
+                events::PRODUCTS_UPDATE
+            } else {
+                events::PRODUCTS_CREATE
+            };
+            self.shared.webhooks.emit(topic, |at| {
+                events::product(&catalog, product, at).unwrap_or_default()
+            });
+        }
     }
 
     fn faults(&self) -> &Faults {

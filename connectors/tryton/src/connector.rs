@@ -167,16 +167,7 @@ impl TrytonConnector {
             Err(e) => return Err(e),
         };
         let rows = rows_of(LOCATION_READ, rows)?;
-        let found: BTreeSet<i64> = rows
-            .iter()
-            .filter_map(|r| r.get("id").and_then(Value::as_i64))
-            .collect();
-        let missing: Vec<String> = self
-            .locations
-            .iter()
-            .filter(|l| !found.contains(l))
-            .map(i64::to_string)
-            .collect();
+        let missing = self.missing_locations(&rows);
         if !missing.is_empty() {
             return Err(unknown_locations(&missing, None));
         }
@@ -194,6 +185,19 @@ impl TrytonConnector {
         Ok(())
     }
 
+    /// The configured locations (as text) that `rows` (location rows with an `id`) lack.
+    fn missing_locations(&self, rows: &[Map<String, Value>]) -> Vec<String> {
+        let found: BTreeSet<i64> = rows
+            .iter()
+            .filter_map(|r| r.get("id").and_then(Value::as_i64))
+            .collect();
+        self.locations
+            .iter()
+            .filter(|l| !found.contains(l))
+            .map(i64::to_string)
+            .collect()
+    }
+
     async fn name_missing_locations(&self, original: ConnectorError) -> ConnectorError {
         let domain = json!([["id", "in", self.locations]]);
         let ctx = json!({"company": self.company, "active_test": false});
@@ -204,16 +208,7 @@ impl TrytonConnector {
             .and_then(|rows| rows_of(LOCATION_SEARCH, rows));
         match found {
             Ok(rows) => {
-                let found: BTreeSet<i64> = rows
-                    .iter()
-                    .filter_map(|r| r.get("id").and_then(Value::as_i64))
-                    .collect();
-                let missing: Vec<String> = self
-                    .locations
-                    .iter()
-                    .filter(|l| !found.contains(l))
-                    .map(i64::to_string)
-                    .collect();
+                let missing = self.missing_locations(&rows);
                 if missing.is_empty() {
                     original
                 } else {

@@ -179,6 +179,12 @@ impl StateInner {
     fn id_of(&self, sku: &str) -> Option<i64> {
         self.by_code.get(sku).copied()
     }
+
+    /// Applies `edit` to the product with code `sku`; `false` if there is none.
+    fn edit(&mut self, sku: &str, edit: impl FnOnce(&mut SimProduct)) -> bool {
+        let product = self.id_of(sku).and_then(|id| self.products.get_mut(&id));
+        product.map(edit).is_some()
+    }
 }
 
 /// A running simulated Tryton (shared by the HTTP handlers and the admin API).
@@ -218,6 +224,31 @@ impl Simulator {
         self.state().insert(product)
     }
 
+    /// The admin view of one product: active, with a code and a price in the company
+    /// currency; stock per configured location (quantity, truncated).
+    fn view(&self, p: &SimProduct) -> Option<SimRecord> {
+        if !p.active {
+            return None;
+        }
+        let sku = p.code.clone()?;
+        let price = Money::parse_major(p.list_price.as_deref()?, self.options.currency).ok()?;
+        let stock = self
+            .options
+            .locations
+            .iter()
+            .map(|l| {
+                let q = p.stock.get(&l.id).map_or(0.0, |s| s.0);
+                (l.id.to_string(), q.trunc() as i64)
+            })
+            .collect();
+        Some(SimRecord {
+            sku,
+            title: p.name.clone(),
+            offer: Offer::regular(price),
+            stock,
+        })
+    }
+
     /// The product id for a code.
     pub fn product_id(&self, sku: &str) -> Option<i64> {
         self.state().id_of(sku)
@@ -228,32 +259,14 @@ impl Simulator {
         if !self.options.locations.iter().any(|l| l.id == location) {
             return false;
         }
-        let mut state = self.state();
-        let Some(id) = state.id_of(sku) else {
-            return false;
-        };
-        match state.products.get_mut(&id) {
-            Some(p) => {
-                p.stock.insert(location, (quantity, forecast));
-                true
-            }
-            None => false,
-        }
+        self.state().edit(sku, |p| {
+            p.stock.insert(location, (quantity, forecast));
+        })
     }
 
     /// Activates or deactivates a product. `false` if unknown.
     pub fn set_active(&self, sku: &str, active: bool) -> bool {
-        let mut state = self.state();
-        let Some(id) = state.id_of(sku) else {
-            return false;
-        };
-        match state.products.get_mut(&id) {
-            Some(p) => {
-                p.active = active;
-                true
-            }
-            None => false,
-        }
+        self.state().edit(sku, |p| p.active = active)
     }
 
     /// Forgets every session, as trytond does once `[session] max_age` has passed.
@@ -320,31 +333,17 @@ impl SimControl for Simulator {
         let mut out: Vec<SimRecord> = state
             .products
             .values()
-            .filter(|p| p.active)
-            .filter_map(|p| {
-                let sku = p.code.clone()?;
-                let price =
-                    Money::parse_major(p.list_price.as_deref()?, self.options.currency).ok()?;
-                let stock = self
-                    .options
-                    .locations
-                    .iter()
-                    .map(|l| {
-                        let q = p.stock.get(&l.id).map_or(0.0, |s| s.0);
-                        (l.id.to_string(), q.trunc() as i64)
-                    })
-                    .collect();
-                Some(SimRecord {
-                    sku,
-                    title: p.name.clone(),
-                    offer: Offer::regular(price),
-                    stock,
-                })
-            })
+            .filter_map(|p| self.view(p))
             .collect();
         drop(state);
         out.sort_by(|a, b| a.sku.cmp(&b.sku));
         out
+    }
+
+    fn record(&self, sku: &str) -> Option<SimRecord> {
+        let state = self.state();
+        let id = state.id_of(sku)?;
+        state.products.get(&id).and_then(|p| self.view(p))
     }
 
     fn set_offer(&self, sku: &str, offer: Offer) -> bool {
@@ -356,18 +355,9 @@ impl SimControl for Simulator {
             );
             return false;
         }
-        let mut state = self.state();
-        let Some(id) = state.id_of(sku) else {
-            return false;
-        };
-        match state.products.get_mut(&id) {
-            Some(p) => {
-                // Tryton has one list price; a sale price has no place here.
-                p.list_price = Some(offer.price.major_string());
-                true
-            }
-            None => false,
-        }
+        // Tryton has one list price; a sale price has no place here.
+        self.state()
+            .edit(sku, |p| p.list_price = Some(offer.price.major_string()))
     }
 
     fn set_stock(&self, sku: &str, location: &str, quantity: i64) -> bool {

@@ -200,6 +200,20 @@ impl Catalog {
         self.variants.get_mut(&id)
     }
 
+    /// The variants of `product`, in creation order (no catalog scan).
+    pub fn product_variants(&self, product: u64) -> impl Iterator<Item = &Variant> {
+        self.products
+            .get(&product)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.variants.get(id))
+    }
+
+    /// The variant with `sku`.
+    pub fn by_sku(&self, sku: &str) -> Option<&Variant> {
+        self.variants.get(self.by_sku.get(sku)?)
+    }
+
     /// Whether the product exists.
     pub fn has_product(&self, product: u64) -> bool {
         self.products.contains_key(&product)

@@ -963,12 +963,24 @@ impl MutationRoot {
                 user_errors: errors,
             });
         }
+        let mut changed = Vec::new();
         for (item, location, quantity) in &writes {
-            if let Some(v) = catalog.by_item_mut(*item) {
-                v.levels.insert(location.clone(), *quantity);
+            if let Some(v) = catalog.by_item_mut(*item)
+                && v.levels.insert(location.clone(), *quantity) != Some(*quantity)
+            {
+                changed.push((*item, location.as_str(), *quantity));
             }
         }
         drop(catalog);
+        // As Shopify does for changes made by apps: one inventory_levels/update per level
+        // whose quantity changed.
+        for (item, location, quantity) in changed {
+            shared
+                .webhooks
+                .emit(super::events::INVENTORY_LEVELS_UPDATE, |at| {
+                    super::events::inventory_level(item, location, quantity, at)
+                });
+        }
         shared.counters.write(writes.len());
         let payload = InventorySetQuantitiesPayload {
             inventory_adjustment_group: Some(InventoryAdjustmentGroup {
@@ -1095,15 +1107,24 @@ impl MutationRoot {
         let apply = errors.is_empty() || allow_partial_updates == Some(true);
         let mut updated = Vec::new();
         if apply {
+            let mut changed = false;
             for (id, price, compare_at) in &updates {
                 if let Some(v) = catalog.variants.get_mut(id) {
+                    let before = (v.price, v.compare_at);
                     if let Some(p) = price {
                         v.price = *p;
                     }
                     if let Some(c) = compare_at {
                         v.compare_at = *c;
                     }
+                    changed |= before != (v.price, v.compare_at);
                 }
+            }
+            if changed {
+                // One products/update for the product, as Shopify sends for an app's edit.
+                shared.webhooks.emit(super::events::PRODUCTS_UPDATE, |at| {
+                    super::events::product(&catalog, product, at).unwrap_or_default()
+                });
             }
             for (id, ..) in &updates {
                 if let Some(v) = catalog.variants.get(id) {
@@ -1112,9 +1133,8 @@ impl MutationRoot {
             }
         }
         let product_view = catalog
-            .variants
-            .values()
-            .find(|v| v.product == product)
+            .product_variants(product)
+            .next()
             .map(|v| variant_view(v, &catalog).product);
         drop(catalog);
         if !updated.is_empty() {

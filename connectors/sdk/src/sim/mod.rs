@@ -1,14 +1,16 @@
 //! Shared plumbing for the loopback simulators every connector ships.
 //!
 //! A simulator is an axum router that speaks one system's real API. This module gives each
-//! of them the same three things:
+//! of them the same things:
 //!
 //! - [`SimServer`]: bind on loopback (port 0 for tests), serve, shut down;
 //! - [`Faults`] and [`fault_layer`]: a queue of injected failures (HTTP status with optional
 //!   `Retry-After`, a malformed JSON body, a delay) consumed one per API request;
 //! - [`SimControl`] and [`admin_router`]: the `/__sim/…` admin API a demo, a test or a person
 //!   rehearsing uses to seed the catalog, edit a price or stock "by hand" in the channel,
-//!   delete a listing, inject faults and read counters. Admin paths are never faulted.
+//!   delete a listing, inject faults and read counters. Admin paths are never faulted;
+//! - [`delivery`]: outgoing webhooks for simulators of systems that send them (signed
+//!   POSTs, retries, rehearsal faults, the `/__sim/webhooks/…` admin routes).
 //!
 //! Records in the admin API use the connector's own location codes and the channel's own
 //! currency, exactly as the adapter reports them in [`crate::Record`].
@@ -31,6 +33,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Offer;
+
+pub mod delivery;
 
 /// One listing in a simulator, in the channel's own terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
