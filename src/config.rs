@@ -88,6 +88,13 @@ pub struct DaemonSection {
     /// The HTTP server (webhooks, health and readiness).
     #[serde(default)]
     pub http: HttpSection,
+    /// How long sold units stay reserved when the source never books the sale.
+    #[serde(default = "default_reservation_timeout")]
+    pub reservation_timeout_secs: u64,
+}
+
+fn default_reservation_timeout() -> u64 {
+    3600
 }
 
 impl Default for DaemonSection {
@@ -98,6 +105,7 @@ impl Default for DaemonSection {
             log_format: default_log_format(),
             outbox: OutboxSection::default(),
             http: HttpSection::default(),
+            reservation_timeout_secs: default_reservation_timeout(),
         }
     }
 }

@@ -425,13 +425,26 @@ impl Engine {
             self.store.save_items(&items, now).await?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_items");
         }
-        let no_flight = HashMap::new();
+        // Orders in flight: release what the source booked, keep the rest off the channels.
+        let totals: HashMap<String, i64> = items
+            .iter()
+            .map(|i| (i.sku.clone(), i.stock.values().sum()))
+            .collect();
+        let flight = if report.status == "ok" {
+            let (flight, counts) =
+                crate::reservations::in_flight(&self.store, skus, &totals, now, !scope.dry_run)
+                    .await?;
+            report.reservations = counts;
+            flight
+        } else {
+            HashMap::new()
+        };
         let ctx = PlanContext {
             now: started,
             source: &self.config.source_pricing,
             fx: &self.config.fx,
             promotions: &self.config.promotions,
-            in_flight: &no_flight,
+            in_flight: &flight,
         };
 
         // Plan and queue each target.

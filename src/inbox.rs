@@ -11,8 +11,9 @@
 //! marked `done` only after the pass returned, so a crash or a failed pass leaves them
 //! `pending` for the next processor.
 //!
-//! Order lines (`sold`) only trigger a re-read of their SKUs for now; reservations against
-//! the source come later.
+//! Order lines (`sold`) reserve their units (see [`crate::reservations`]) before the pass,
+//! so the pass already holds them off every other channel; a redelivered order reserves
+//! nothing twice.
 //!
 //! Headers that carry secrets (signatures, tokens, cookies) are never stored, and neither
 //! headers nor bodies are logged above `debug`.
@@ -385,6 +386,15 @@ struct Wanted {
     skus: BTreeSet<String>,
     unmapped: Vec<(String, String)>,
     hints: usize,
+    /// Order lines.
+    sold: Vec<SoldRef>,
+}
+
+/// One order line as a delivery names it: the SKU, or an id still to map to one.
+struct SoldRef {
+    line: i64,
+    target: Result<String, (String, String)>,
+    quantity: i64,
 }
 
 /// Turns `pending` inbox rows into scoped reconcile passes.
@@ -505,6 +515,45 @@ impl Processor {
             w.unmapped = still;
         }
 
+        // Reserve sold units before the pass, so it already holds them off the other channels.
+        let mut lines = Vec::new();
+        for w in &wanted {
+            let Some(row) = by_id.get(&w.id) else {
+                continue;
+            };
+            let map = self.refs.get(&row.connector);
+            for SoldRef {
+                line,
+                target,
+                quantity,
+            } in &w.sold
+            {
+                let sku = match target {
+                    Ok(sku) => Some(sku.clone()),
+                    Err(r) => map.and_then(|m| m.get(r)).cloned(),
+                };
+                if let Some(sku) = sku {
+                    lines.push(crate::reservations::SoldLine {
+                        channel: row.connector.clone(),
+                        event_id: row.event_id.clone(),
+                        line: *line,
+                        sku,
+                        quantity: *quantity,
+                    });
+                }
+            }
+        }
+        if !lines.is_empty() {
+            let now = now_ms();
+            let timeout = self.engine.config().daemon.reservation_timeout_secs as i64 * 1000;
+            let new = store.reserve(&lines, now, now + timeout).await?;
+            tracing::info!(
+                lines = lines.len(),
+                new,
+                "webhook inbox: reserved sold units"
+            );
+        }
+
         let mut skus: BTreeSet<String> = BTreeSet::new();
         let mut covered: Vec<(i64, Option<String>)> = Vec::new();
         for w in wanted {
@@ -599,18 +648,32 @@ impl Processor {
             skus: BTreeSet::new(),
             unmapped: Vec::new(),
             hints: hints.len(),
+            sold: Vec::new(),
         };
         for hint in hints {
             w.skus
                 .extend(hint.skus.into_iter().filter(|s| !s.trim().is_empty()));
             w.unmapped.extend(hint.refs);
-            // Orders: for now only a re-read of what they sold (reservations come later).
+            // Orders: reserve what they sold, and re-read it.
             for line in hint.sold {
+                let n = w.sold.len() as i64;
                 match (line.sku.filter(|s| !s.trim().is_empty()), line.reference) {
                     (Some(sku), _) => {
-                        w.skus.insert(sku);
+                        w.skus.insert(sku.clone());
+                        w.sold.push(SoldRef {
+                            line: n,
+                            target: Ok(sku),
+                            quantity: line.quantity,
+                        });
                     }
-                    (None, Some(r)) => w.unmapped.push(r),
+                    (None, Some(r)) => {
+                        w.unmapped.push(r.clone());
+                        w.sold.push(SoldRef {
+                            line: n,
+                            target: Err(r),
+                            quantity: line.quantity,
+                        });
+                    }
                     (None, None) => {}
                 }
             }

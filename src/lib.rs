@@ -10,6 +10,7 @@
 //! - [`store`]: SQLite/PostgreSQL state, outbox, dead letters, runs;
 //! - [`outbox`]: batched, retried, per-item-settled pushes;
 //! - [`engine`]: the reconcile pass that ties them together;
+//! - [`reservations`]: orders in flight (sold units held off every other channel);
 //! - [`report`]: run reports as table, JSON, CSV;
 //! - [`inbox`]: the durable webhook inbox and the processor that turns deliveries into
 //!   scoped reconcile passes;
@@ -28,6 +29,7 @@ pub mod outbox;
 pub mod planner;
 pub mod registry;
 pub mod report;
+pub mod reservations;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;

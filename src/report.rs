@@ -111,6 +111,9 @@ pub struct RunReport {
     /// (push + read-back).
     #[serde(default)]
     pub phase_ms: BTreeMap<String, u64>,
+    /// Orders in flight in this pass's scope.
+    #[serde(default)]
+    pub reservations: crate::reservations::ReservationCounts,
     /// Problems that are not one channel's (e.g. unmapped source locations).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,

@@ -384,8 +384,30 @@ pub fn plan_channel(
                 cause,
             });
         }
+        let units_in_flight: i64 = in_flight.values().copied().filter(|q| *q > 0).sum();
         for (code, want) in desired_stock {
             let shown = obs.stock.get(&code).copied();
+            // A channel showing fewer units than desired by no more than the units in flight
+            // is showing a sale the source has not booked (usually its own): never push it
+            // back up; it is drift with cause `order_in_flight` until the source catches up.
+            if let Some(s) = shown
+                && s < want
+                && want - s <= units_in_flight
+            {
+                item_in_sync = false;
+                plan.rows.push(TargetRow {
+                    key: StateKey {
+                        sku: item.sku.clone(),
+                        field: Field::Stock,
+                        location: code,
+                    },
+                    desired: want.to_string(),
+                    observed: Some(s.to_string()),
+                    in_sync: false,
+                    cause: Some(Cause::OrderInFlight),
+                });
+                continue;
+            }
             let key = StateKey {
                 sku: item.sku.clone(),
                 field: Field::Stock,

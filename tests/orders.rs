@@ -1,0 +1,125 @@
+//! Orders in flight, end to end: the daemon (HTTP server + inbox) receives the webshop
+//! simulator's signed order webhook, reserves the sold unit, and every other channel drops
+//! before the ERP books the sale; when the ERP books it, the reservation is released and
+//! nothing is subtracted twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnisync::config::Config;
+use omnisync::demo::{LOCATIONS, World, catalog_item};
+use omnisync::engine::{Engine, Scope};
+use omnisync::store::Store;
+use omnisync_sdk::StockLevel;
+use omnisync_sdk::sim::SimControl;
+use time::OffsetDateTime;
+
+fn pooled(world: &World, sim: &str, sku: &str) -> i64 {
+    let record = match sim {
+        "ebay" => world.ebay.record(sku),
+        _ => world.meta.record(sku),
+    };
+    record
+        .and_then(|r| r.stock.get(StockLevel::DEFAULT_LOCATION).copied())
+        .unwrap_or(-1)
+}
+
+/// Polls `check` until it holds (bounded), for effects that arrive through webhooks.
+async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_in_one_channel_lowers_the_others_before_the_source_books_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::start(0).await.unwrap();
+    let database = format!("sqlite://{}", dir.path().join("omnisync.db").display());
+    let path = dir.path().join("omnisync.toml");
+    let now = OffsetDateTime::now_utc();
+    std::fs::write(&path, world.config_toml(&database, now).unwrap()).unwrap();
+    let config = Config::load(&path).unwrap();
+    world.seed_in_sync(&config, 40, now).unwrap();
+
+    let engine = Arc::new(Engine::new(config, Store::open(&database).await.unwrap()).unwrap());
+    let baseline = engine.reconcile(&Scope::default()).await.unwrap();
+    assert!(baseline.converged(), "{}", baseline.table());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = omnisync::daemon::start(engine.clone(), listener).unwrap();
+    let url = format!("http://{}/webhooks/webshop", daemon.local_addr());
+    world.shopify.subscribe(url, vec![]);
+
+    // An item with stock in the Oslo store (the webshop's first location).
+    let item = (0..40)
+        .map(catalog_item)
+        .find(|i| i.stock[LOCATIONS[0].1] >= 2 && (4..45).contains(&i.stock[LOCATIONS[2].1]))
+        .expect("a seeded item with stock in Oslo and the warehouse");
+    let social_before = pooled(&world, "meta", &item.sku);
+    let market_before = pooled(&world, "ebay", &item.sku);
+    assert!(social_before > 0 && market_before > 0);
+    let shop_before = world.shopify.record(&item.sku).unwrap().stock;
+
+    // The webshop sells one unit: its order webhook reaches the daemon.
+    assert!(world.shopify.sell(&item.sku, 1));
+    assert!(
+        eventually(|| pooled(&world, "meta", &item.sku) == social_before - 1).await,
+        "the social catalog drops before the ERP books the sale"
+    );
+    // The marketplace shows the warehouse only; the order names no location, so it is held
+    // off every pooled number until the source says where it came from.
+    assert!(eventually(|| pooled(&world, "ebay", &item.sku) == market_before - 1).await);
+    // The selling channel is not corrected back up.
+    let shop_now = world.shopify.record(&item.sku).unwrap().stock;
+    assert_eq!(
+        shop_now.values().sum::<i64>(),
+        shop_before.values().sum::<i64>() - 1,
+        "{shop_now:?}"
+    );
+    let open = engine.store().open_reservations(None).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].channel, "webshop");
+    assert_eq!(open[0].quantity, 1);
+
+    // Let every delivery the sale caused be processed before the ERP moves.
+    assert!(
+        world
+            .shopify
+            .wait_webhooks_idle(Duration::from_secs(5))
+            .await
+    );
+    let stats = daemon.webhook_stats().clone();
+    assert!(
+        eventually(|| {
+            stats.processed.load(std::sync::atomic::Ordering::SeqCst)
+                >= stats.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+    );
+
+    // The ERP books the sale in the Oslo store: the reservation is released, nothing is
+    // subtracted twice, and the warehouse units go back to the marketplace.
+    let oslo = item.stock[LOCATIONS[0].1];
+    assert!(world.tryton.set_stock(&item.sku, LOCATIONS[0].1, oslo - 1));
+    let r = engine.reconcile(&Scope::default()).await.unwrap();
+    assert_eq!(r.reservations.booked, 1, "{:?}", r.reservations);
+    assert!(
+        engine
+            .store()
+            .open_reservations(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(pooled(&world, "meta", &item.sku), social_before - 1);
+    assert_eq!(pooled(&world, "ebay", &item.sku), market_before);
+    let after = engine.reconcile(&Scope::default()).await.unwrap();
+    assert!(after.converged(), "{}", after.table());
+
+    daemon.shutdown().await;
+    world.shutdown().await;
+}
