@@ -57,6 +57,25 @@ pub struct WouldPush {
     pub held: Option<String>,
 }
 
+/// The per-channel figures every rendering shows: (table heading, CSV column).
+const COLUMNS: [(&str, &str); 15] = [
+    ("channel", "channel"),
+    ("kind", "kind"),
+    ("role", "role"),
+    ("checked", "items_checked"),
+    ("in sync", "in_sync"),
+    ("consistency", "consistency"),
+    ("price", "drift_price"),
+    ("stock", "drift_stock"),
+    ("missing", "drift_missing"),
+    ("orphan", "drift_orphan"),
+    ("queued", "queued"),
+    ("sent", "sent"),
+    ("confirmed", "confirmed"),
+    ("failed", "failed"),
+    ("held", "held"),
+];
+
 /// One channel in a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelReport {
@@ -119,6 +138,29 @@ pub struct RunReport {
     pub problems: Vec<String>,
 }
 
+impl ChannelReport {
+    /// The values of [`COLUMNS`], consistency with `decimals` decimals.
+    fn figures(&self, decimals: usize) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.kind.clone(),
+            self.role.clone(),
+            self.items_checked.to_string(),
+            self.in_sync.to_string(),
+            format!("{:.*}", decimals, self.consistency),
+            self.drift.price.to_string(),
+            self.drift.stock.to_string(),
+            self.drift.missing.to_string(),
+            self.drift.orphan.to_string(),
+            self.corrections.queued.to_string(),
+            self.corrections.sent.to_string(),
+            self.corrections.confirmed.to_string(),
+            self.corrections.failed.to_string(),
+            self.corrections.held.to_string(),
+        ]
+    }
+}
+
 impl RunReport {
     /// Whether every target reached consistency 1.0 with nothing left to push.
     pub fn converged(&self) -> bool {
@@ -136,41 +178,9 @@ impl RunReport {
     pub fn table(&self) -> String {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(vec![
-            "channel",
-            "kind",
-            "role",
-            "checked",
-            "in sync",
-            "consistency",
-            "price",
-            "stock",
-            "missing",
-            "orphan",
-            "queued",
-            "sent",
-            "confirmed",
-            "failed",
-            "held",
-        ]);
+        t.set_header(COLUMNS.iter().map(|(table, _)| *table).collect::<Vec<_>>());
         for c in &self.channels {
-            t.add_row(vec![
-                c.id.clone(),
-                c.kind.clone(),
-                c.role.clone(),
-                c.items_checked.to_string(),
-                c.in_sync.to_string(),
-                format!("{:.4}", c.consistency),
-                c.drift.price.to_string(),
-                c.drift.stock.to_string(),
-                c.drift.missing.to_string(),
-                c.drift.orphan.to_string(),
-                c.corrections.queued.to_string(),
-                c.corrections.sent.to_string(),
-                c.corrections.confirmed.to_string(),
-                c.corrections.failed.to_string(),
-                c.corrections.held.to_string(),
-            ]);
+            t.add_row(c.figures(4));
         }
         let mut out = format!(
             "run {} ({}{}) {} → {} [{} ms] {}\n{t}\n",
@@ -236,47 +246,70 @@ impl RunReport {
     /// CSV: one line per channel.
     pub fn csv(&self) -> Result<String, csv::Error> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record([
-            "run_id",
-            "channel",
-            "kind",
-            "role",
-            "items_checked",
-            "in_sync",
-            "consistency",
-            "drift_price",
-            "drift_stock",
-            "drift_missing",
-            "drift_orphan",
-            "queued",
-            "sent",
-            "confirmed",
-            "failed",
-            "held",
-            "error",
-        ])?;
+        let mut header = vec!["run_id"];
+        header.extend(COLUMNS.iter().map(|(_, csv)| *csv));
+        header.push("error");
+        w.write_record(&header)?;
         for c in &self.channels {
-            w.write_record([
-                self.run_id.to_string(),
-                c.id.clone(),
-                c.kind.clone(),
-                c.role.clone(),
-                c.items_checked.to_string(),
-                c.in_sync.to_string(),
-                format!("{:.6}", c.consistency),
-                c.drift.price.to_string(),
-                c.drift.stock.to_string(),
-                c.drift.missing.to_string(),
-                c.drift.orphan.to_string(),
-                c.corrections.queued.to_string(),
-                c.corrections.sent.to_string(),
-                c.corrections.confirmed.to_string(),
-                c.corrections.failed.to_string(),
-                c.corrections.held.to_string(),
-                c.error.clone().unwrap_or_default(),
-            ])?;
+            let mut row = vec![self.run_id.to_string()];
+            row.extend(c.figures(6));
+            row.push(c.error.clone().unwrap_or_default());
+            w.write_record(&row)?;
         }
         let bytes = w.into_inner().map_err(|e| e.into_error())?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> RunReport {
+        RunReport {
+            run_id: 7,
+            status: "ok".into(),
+            channels: vec![ChannelReport {
+                id: "shop".into(),
+                kind: "shopify".into(),
+                role: "target/target".into(),
+                items_checked: 4,
+                in_sync: 3,
+                consistency: 0.75,
+                drift: DriftCounts {
+                    price: 1,
+                    ..Default::default()
+                },
+                error: Some("a, \"quoted\" reason".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_has_one_line_per_channel_and_quotes_what_needs_it() {
+        let csv = report().csv().unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with(
+                "run_id,channel,kind,role,items_checked,in_sync,consistency,drift_price"
+            )
+        );
+        assert!(lines[1].starts_with("7,shop,shopify,target/target,4,3,0.750000,1,"));
+        assert!(lines[1].ends_with("\"a, \"\"quoted\"\" reason\""));
+    }
+
+    #[test]
+    fn converged_means_every_target_consistent_and_nothing_queued() {
+        let mut r = report();
+        assert!(!r.converged());
+        r.channels[0].in_sync = 4;
+        r.channels[0].error = None;
+        assert!(r.converged());
+        r.channels[0].corrections.queued = 1;
+        assert!(!r.converged());
+        assert!(r.table().contains("0.7500"));
     }
 }
