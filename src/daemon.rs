@@ -234,10 +234,35 @@ async fn pass(engine: &Engine, scope: &Scope, beat: &AtomicI64) {
                     "reconciled"
                 );
             }
+            notify(&[NotifyState::Status(&status_line(&r))]);
         }
-        Err(e) => tracing::error!(error = format!("{e:#}"), "reconcile failed"),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "reconcile failed");
+            notify(&[NotifyState::Status(&format!("last pass failed: {e}"))]);
+        }
     }
     beat.store(now_ms(), Ordering::Relaxed);
+}
+
+/// What `systemctl status` shows after a pass, e.g. "4 connectors, 0 failing; run 12
+/// (full) at 10:42:07Z: consistency webshop 1.0000, marketplace 0.9980; 3 queued".
+fn status_line(r: &crate::report::RunReport) -> String {
+    let failing = r.channels.iter().filter(|c| c.error.is_some()).count();
+    let consistency: Vec<String> = r
+        .channels
+        .iter()
+        .filter(|c| c.role != "source")
+        .map(|c| format!("{} {:.4}", c.id, c.consistency))
+        .collect();
+    let queued: u64 = r.channels.iter().map(|c| c.corrections.queued).sum();
+    let at = r.finished_at.get(11..19).unwrap_or(&r.finished_at);
+    format!(
+        "{} connectors, {failing} failing; run {} ({}) at {at}Z: consistency {}; {queued} queued",
+        r.channels.len(),
+        r.run_id,
+        r.scope,
+        consistency.join(", ")
+    )
 }
 
 async fn scheduled<F, Fut>(
@@ -295,5 +320,39 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     if let Err(e) = ctrl_c.await {
         tracing::error!(error = %e, "cannot listen for SIGINT");
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use crate::report::{ChannelReport, RunReport};
+
+    #[test]
+    fn status_line_names_failures_consistency_and_backlog() {
+        let mut shop = ChannelReport {
+            id: "webshop".into(),
+            role: "target/target".into(),
+            consistency: 0.5,
+            ..Default::default()
+        };
+        shop.corrections.queued = 3;
+        let erp = ChannelReport {
+            id: "erp".into(),
+            role: "source".into(),
+            error: Some("HTTP 502".into()),
+            ..Default::default()
+        };
+        let r = RunReport {
+            run_id: 12,
+            scope: "full".into(),
+            finished_at: "2026-11-23T10:42:07.123Z".into(),
+            channels: vec![erp, shop],
+            ..Default::default()
+        };
+        assert_eq!(
+            status_line(&r),
+            "2 connectors, 1 failing; run 12 (full) at 10:42:07Z: consistency webshop 0.5000; 3 queued"
+        );
     }
 }
