@@ -28,10 +28,75 @@ use crate::inbox::{Processor, WebhookStats};
 use crate::outbox::now_ms;
 use crate::schedule::Schedule;
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
+///
+/// A reload re-reads and validates the config file. If it is broken, or it changes what
+/// needs a restart (the database, the listen address), the daemon keeps running on the old
+/// config and says why (log and `STATUS=`). Otherwise the daemon's tasks finish the pass in
+/// progress and start again on the new config, on the same listening socket (webhooks wait
+/// in its queue meanwhile), bracketed by `RELOADING=1` + `MONOTONIC_USEC=` … `READY=1`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = crate::store::Store::open(&config.daemon.database).await?;
-    let engine = Arc::new(Engine::new(config, store)?);
+    let engine = Arc::new(Engine::new(config, store.clone())?);
+    healthcheck(&engine).await;
+    let file = engine.config().file.clone();
+    let shown = file.display().to_string();
+    let addr = engine
+        .config()
+        .daemon
+        .http
+        .listen_addr()
+        .with_context(|| format!("{shown}: daemon.http.listen"))?;
+    let socket = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("{shown}: daemon.http.listen: cannot listen on {addr}"))?;
+    socket
+        .set_nonblocking(true)
+        .context("setting the listening socket non-blocking")?;
+    let listener = || -> anyhow::Result<tokio::net::TcpListener> {
+        Ok(tokio::net::TcpListener::from_std(socket.try_clone()?)?)
+    };
+    let mut daemon = start(engine, listener()?)?;
+    tracing::info!(listen = %daemon.local_addr(), "serving /webhooks/{{connector_id}}, /healthz and /readyz");
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => {
+                let mut states = vec![NotifyState::Reloading];
+                if let Ok(usec) = NotifyState::monotonic_usec_now() {
+                    states.push(usec);
+                }
+                notify(&states);
+                let current = daemon.config.clone();
+                match reloaded(&file, &current, &store).await {
+                    Ok(engine) => {
+                        tracing::info!(file = %shown, "reloading: finishing the pass in progress");
+                        daemon.halt().await;
+                        daemon = start(engine, listener()?)?;
+                        tracing::info!(file = %shown, "reloaded");
+                    }
+                    Err(why) => {
+                        tracing::error!(file = %shown, reason = %why, "reload refused; still running on the previous config");
+                        notify(&[
+                            NotifyState::Ready,
+                            NotifyState::Status(&format!("reload refused, running on the previous config: {why}")),
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: finishing the pass in progress");
+    daemon.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn healthcheck(engine: &Engine) {
     for (id, result) in engine.healthcheck().await {
         match result {
             Ok(()) => tracing::info!(connector = %id, "healthcheck ok"),
@@ -40,29 +105,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let file = engine.config().file.display().to_string();
-    let addr = engine
-        .config()
-        .daemon
-        .http
-        .listen_addr()
-        .with_context(|| format!("{file}: daemon.http.listen"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{file}: daemon.http.listen: cannot listen on {addr}"))?;
-    let daemon = start(engine, listener)?;
-    tracing::info!(listen = %daemon.local_addr(), "serving /webhooks/{{connector_id}}, /healthz and /readyz");
+}
 
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing the pass in progress");
-    daemon.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
+/// The engine for the config now in `file`, or why the running one must stay.
+async fn reloaded(
+    file: &std::path::Path,
+    current: &Config,
+    store: &crate::store::Store,
+) -> Result<Arc<Engine>, String> {
+    let config = Config::load(file).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+    if config.daemon.database != current.daemon.database {
+        return Err("daemon.database changed: that needs a restart".into());
+    }
+    if config.daemon.http.listen != current.daemon.http.listen {
+        return Err("daemon.http.listen changed: that needs a restart".into());
+    }
+    let engine = Engine::new(config, store.clone()).map_err(|e| format!("{e:#}"))?;
+    let engine = Arc::new(engine);
+    healthcheck(&engine).await;
+    Ok(engine)
 }
 
 /// A started daemon: its tasks, its HTTP address and what it reports.
 pub struct Daemon {
     addr: SocketAddr,
+    config: Config,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     readiness: Arc<Readiness>,
@@ -90,6 +157,11 @@ impl Daemon {
     pub async fn shutdown(mut self) {
         self.readiness.set_stopping();
         notify(&[NotifyState::Stopping]);
+        self.halt().await;
+    }
+
+    /// Ends the tasks (finishing the pass in progress) without telling systemd anything.
+    async fn halt(&mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -211,6 +283,7 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
 
     Ok(Daemon {
         addr,
+        config: engine.config().clone(),
         stop,
         tasks,
         readiness,
