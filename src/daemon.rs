@@ -429,3 +429,86 @@ mod status_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[daemon]
+database = "sqlite::memory:"
+
+[canonical]
+currency = "EUR"
+
+[connectors.erp]
+kind = "tryton"
+price = "source"
+stock = "source"
+locations = { wh = "11" }
+[connectors.erp.settings]
+base_url = "http://127.0.0.1:9"
+database = "shop"
+login = "admin"
+password = "literal:admin"
+company = 1
+locations = [11]
+currency = "EUR"
+
+[connectors.market]
+kind = "ebay"
+price = "target"
+stock = "target"
+currency = "EUR"
+stock_from = ["wh"]
+[connectors.market.settings]
+base_url = "http://127.0.0.1:9"
+access_token = "literal:token"
+"#;
+
+    #[tokio::test]
+    async fn reload_keeps_the_old_config_unless_the_new_one_is_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("omnisync.toml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let current = Config::load(&file).unwrap();
+        let store = crate::store::Store::open("sqlite::memory:").await.unwrap();
+
+        // A good config gives a new engine with the new rules.
+        std::fs::write(
+            &file,
+            CONFIG.replace(
+                "stock_from = [\"wh\"]",
+                "stock_from = [\"wh\"]\nsafety_buffer = 3",
+            ),
+        )
+        .unwrap();
+        let engine = reloaded(&file, &current, &store).await.unwrap();
+        let buffer = engine
+            .config()
+            .connector("market")
+            .unwrap()
+            .stock_rules
+            .as_ref()
+            .unwrap()
+            .safety_buffer;
+        assert_eq!(buffer, 3);
+
+        // A broken one is refused with the file, key and reason.
+        std::fs::write(&file, CONFIG.replace("kind = \"ebay\"", "kind = \"ebey\"")).unwrap();
+        let why = reloaded(&file, &current, &store).await.err().unwrap();
+        assert!(
+            why.contains("connectors.market.kind") && why.contains("ebey"),
+            "{why}"
+        );
+
+        // What needs a restart is refused too.
+        std::fs::write(
+            &file,
+            CONFIG.replace("sqlite::memory:", "sqlite:///tmp/other.db"),
+        )
+        .unwrap();
+        let why = reloaded(&file, &current, &store).await.err().unwrap();
+        assert!(why.contains("daemon.database"), "{why}");
+    }
+}
