@@ -3,16 +3,13 @@
 //! before the ERP books the sale; when the ERP books it, the reservation is released and
 //! nothing is subtracted twice.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use omnisync::config::Config;
+use common::{eventually, live, settle};
 use omnisync::demo::{LOCATIONS, World, catalog_item};
-use omnisync::engine::{Engine, Scope};
-use omnisync::store::Store;
+use omnisync::engine::Scope;
 use omnisync_sdk::StockLevel;
 use omnisync_sdk::sim::SimControl;
-use time::OffsetDateTime;
 
 fn pooled(world: &World, sim: &str, sku: &str) -> i64 {
     let record = match sim {
@@ -24,64 +21,30 @@ fn pooled(world: &World, sim: &str, sku: &str) -> i64 {
         .unwrap_or(-1)
 }
 
-/// Polls `check` until it holds (bounded), for effects that arrive through webhooks.
-async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_in_one_channel_lowers_the_others_before_the_source_books_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let world = World::start(0).await.unwrap();
-    let database = format!("sqlite://{}", dir.path().join("omnisync.db").display());
-    let path = dir.path().join("omnisync.toml");
-    let now = OffsetDateTime::now_utc();
-    // Scheduled passes would race the test's own steps: schedule them once a year.
-    let toml = world
-        .config_toml(&database, now)
-        .unwrap()
-        .replace("\"*/5 * * * *\"", "\"0 0 1 1 *\"")
-        .replace("\"*/10 * * * *\"", "\"0 0 1 1 *\"");
-    std::fs::write(&path, toml).unwrap();
-    let config = Config::load(&path).unwrap();
-    world.seed_in_sync(&config, 40, now).unwrap();
-
-    let engine = Arc::new(Engine::new(config, Store::open(&database).await.unwrap()).unwrap());
-    let baseline = engine.reconcile(&Scope::default()).await.unwrap();
-    assert!(baseline.converged(), "{}", baseline.table());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = omnisync::daemon::start(engine.clone(), listener).unwrap();
-    let url = format!("http://{}/webhooks/webshop", daemon.local_addr());
-    world.shopify.subscribe(url, vec![]);
-    // The daemon starts with a full pass of its own: let it finish before the sale.
-    let ready = daemon.readiness().clone();
-    assert!(eventually(|| ready.is_ready()).await);
+    let l = live(40).await;
+    let (world, engine) = (&l.world, &l.engine);
 
     // An item with stock in the Oslo store (the webshop's first location).
     let item = (0..40)
         .map(catalog_item)
         .find(|i| i.stock[LOCATIONS[0].1] >= 2 && (4..45).contains(&i.stock[LOCATIONS[2].1]))
         .expect("a seeded item with stock in Oslo and the warehouse");
-    let social_before = pooled(&world, "meta", &item.sku);
-    let market_before = pooled(&world, "ebay", &item.sku);
+    let social_before = pooled(world, "meta", &item.sku);
+    let market_before = pooled(world, "ebay", &item.sku);
     assert!(social_before > 0 && market_before > 0);
     let shop_before = world.shopify.record(&item.sku).unwrap().stock;
 
     // The webshop sells one unit: its order webhook reaches the daemon.
     assert!(world.shopify.sell(&item.sku, 1));
     assert!(
-        eventually(|| pooled(&world, "meta", &item.sku) == social_before - 1).await,
+        eventually(|| pooled(world, "meta", &item.sku) == social_before - 1).await,
         "the social catalog drops before the ERP books the sale"
     );
     // The marketplace shows the warehouse only; the order names no location, so it is held
     // off every pooled number until the source says where it came from.
-    assert!(eventually(|| pooled(&world, "ebay", &item.sku) == market_before - 1).await);
+    assert!(eventually(|| pooled(world, "ebay", &item.sku) == market_before - 1).await);
     // The selling channel is not corrected back up.
     let shop_now = world.shopify.record(&item.sku).unwrap().stock;
     assert_eq!(
@@ -95,20 +58,7 @@ async fn a_sale_in_one_channel_lowers_the_others_before_the_source_books_it() {
     assert_eq!(open[0].quantity, 1);
 
     // Let every delivery the sale caused be processed before the ERP moves.
-    assert!(
-        world
-            .shopify
-            .wait_webhooks_idle(Duration::from_secs(5))
-            .await
-    );
-    let stats = daemon.webhook_stats().clone();
-    assert!(
-        eventually(|| {
-            stats.processed.load(std::sync::atomic::Ordering::SeqCst)
-                >= stats.accepted.load(std::sync::atomic::Ordering::SeqCst)
-        })
-        .await
-    );
+    settle(&l).await;
 
     // The ERP books the sale in the Oslo store: the reservation is released, nothing is
     // subtracted twice, and the warehouse units go back to the marketplace.
@@ -124,11 +74,11 @@ async fn a_sale_in_one_channel_lowers_the_others_before_the_source_books_it() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(pooled(&world, "meta", &item.sku), social_before - 1);
-    assert_eq!(pooled(&world, "ebay", &item.sku), market_before);
+    assert_eq!(pooled(world, "meta", &item.sku), social_before - 1);
+    assert_eq!(pooled(world, "ebay", &item.sku), market_before);
     let after = engine.reconcile(&Scope::default()).await.unwrap();
     assert!(after.converged(), "{}", after.table());
 
-    daemon.shutdown().await;
-    world.shutdown().await;
+    l.daemon.shutdown().await;
+    l.world.shutdown().await;
 }

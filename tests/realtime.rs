@@ -2,87 +2,14 @@
 //! back at once; duplicated and reordered deliveries end in the right state; a lost delivery
 //! is repaired by the next full reconcile.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use omnisync::config::Config;
-use omnisync::daemon::Daemon;
-use omnisync::demo::{World, catalog_item};
-use omnisync::engine::{Engine, Scope};
-use omnisync::store::Store;
+use common::{Live, eventually, live, settle};
+use omnisync::demo::catalog_item;
+use omnisync::engine::Scope;
 use omnisync_sdk::sim::SimControl;
 use omnisync_sdk::sim::delivery::WebhookFaults;
 use omnisync_sdk::{Currency, Money, Offer};
-use time::OffsetDateTime;
-
-struct Live {
-    world: World,
-    engine: Arc<Engine>,
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-async fn live() -> Live {
-    let dir = tempfile::tempdir().unwrap();
-    let world = World::start(0).await.unwrap();
-    let database = format!("sqlite://{}", dir.path().join("omnisync.db").display());
-    let path = dir.path().join("omnisync.toml");
-    let now = OffsetDateTime::now_utc();
-    // Scheduled passes would race the test's own steps: schedule them once a year.
-    let toml = world
-        .config_toml(&database, now)
-        .unwrap()
-        .replace("\"*/5 * * * *\"", "\"0 0 1 1 *\"")
-        .replace("\"*/10 * * * *\"", "\"0 0 1 1 *\"");
-    std::fs::write(&path, toml).unwrap();
-    let config = Config::load(&path).unwrap();
-    world.seed_in_sync(&config, 30, now).unwrap();
-    let engine = Arc::new(Engine::new(config, Store::open(&database).await.unwrap()).unwrap());
-    let baseline = engine.reconcile(&Scope::default()).await.unwrap();
-    assert!(baseline.converged(), "{}", baseline.table());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = omnisync::daemon::start(engine.clone(), listener).unwrap();
-    let url = format!("http://{}/webhooks/webshop", daemon.local_addr());
-    world.shopify.subscribe(url, vec![]);
-    // The daemon starts with a full pass of its own: let it finish before the tests edit.
-    let ready = daemon.readiness().clone();
-    assert!(eventually(|| ready.is_ready()).await);
-    Live {
-        world,
-        engine,
-        daemon,
-        _dir: dir,
-    }
-}
-
-/// Polls `check` until it holds (bounded), for effects that arrive through webhooks.
-async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
-
-/// Waits until the simulator has sent everything and the daemon has processed it.
-async fn settle(l: &Live) {
-    assert!(
-        l.world
-            .shopify
-            .wait_webhooks_idle(Duration::from_secs(5))
-            .await
-    );
-    let stats = l.daemon.webhook_stats().clone();
-    assert!(
-        eventually(|| {
-            stats.processed.load(std::sync::atomic::Ordering::SeqCst)
-                >= stats.accepted.load(std::sync::atomic::Ordering::SeqCst)
-        })
-        .await
-    );
-}
 
 fn price(l: &Live, sku: &str) -> i64 {
     l.world.shopify.record(sku).unwrap().offer.price.minor
@@ -90,7 +17,7 @@ fn price(l: &Live, sku: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_reordered_deliveries_end_in_the_right_state() {
-    let l = live().await;
+    let l = live(30).await;
     let sku = catalog_item(3).sku;
     let desired = price(&l, &sku);
     l.world.shopify.set_webhook_faults(WebhookFaults {
@@ -119,7 +46,7 @@ async fn duplicated_and_reordered_deliveries_end_in_the_right_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_webhook_is_repaired_by_the_next_full_reconcile() {
-    let l = live().await;
+    let l = live(30).await;
     // Far apart in the catalog, so they are variants of different products (a
     // `products/update` names every variant of its product).
     let (lost, seen) = (catalog_item(2).sku, catalog_item(25).sku);
