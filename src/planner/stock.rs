@@ -44,10 +44,12 @@ impl StockRules {
     ) -> BTreeMap<String, i64> {
         let unplaced = in_flight.get("").copied().unwrap_or(0).max(0);
         match &self.mode {
+            // Units in flight with no location are held off every location (fail closed):
+            // nobody knows yet which one they will leave.
             StockMode::PerLocation(map) => map
                 .iter()
                 .map(|(canon, code)| {
-                    let reserved = in_flight.get(canon).copied().unwrap_or(0).max(0);
+                    let reserved = in_flight.get(canon).copied().unwrap_or(0).max(0) + unplaced;
                     let base = available.get(canon).copied().unwrap_or(0).max(0) - reserved;
                     (code.clone(), self.finish(base))
                 })
@@ -127,5 +129,8 @@ mod tests {
         assert_eq!(d["L1"], 0);
         assert_eq!(d["L2"], 0);
         assert_eq!(d.len(), 2, "the warehouse is not in this channel's set");
+        // An order that names no location is held off every location.
+        let d = rules.desired(&avail(), &BTreeMap::from([(String::new(), 2)]));
+        assert_eq!((d["L1"], d["L2"]), (5 - 2 - 1, 0));
     }
 }
