@@ -98,9 +98,15 @@ impl World {
         let (ebay, srv) = omnisync_ebay::sim::start(addr(2), opts.clone())
             .await
             .context("starting the eBay simulator")?;
+        // Notifications on: eBay hashes the registered endpoint into its validation
+        // challenge only, so the demo names the daemon's default address.
         settings.insert(
             "marketplace",
-            toml::Value::try_from(opts.settings(&srv.base_url()))?,
+            toml::Value::try_from(opts.webhook_settings(
+                &srv.base_url(),
+                "http://127.0.0.1:8080/webhooks/marketplace",
+                omnisync_ebay::sim::DEMO_VERIFICATION_TOKEN,
+            ))?,
         );
         servers.push(("marketplace (ebay)", srv));
 
@@ -519,6 +525,24 @@ pub struct DemoOutcome {
 
 /// Runs the demo, printing progress to stdout.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
+    run_and_serve(opts, None).await
+}
+
+/// Runs the demo; with `serve`, then keeps the daemon (the web page at `/`, the JSON API
+/// under `/api/v1/`, `/healthz`, `/readyz`, the webhooks) and the simulators running on
+/// that address until SIGINT or SIGTERM. Prints the URL once the daemon listens. The demo's
+/// daemon has no token, so `serve` must be a loopback address.
+pub async fn run_and_serve(
+    opts: DemoOptions,
+    serve: Option<SocketAddr>,
+) -> anyhow::Result<DemoOutcome> {
+    if let Some(addr) = serve
+        && !addr.ip().is_loopback()
+    {
+        anyhow::bail!(
+            "--serve {addr}: the demo serves its page without a token, so only on a loopback address (127.0.0.1:PORT or [::1]:PORT)"
+        );
+    }
     let started = std::time::Instant::now();
     let tmp;
     let dir: &Path = match &opts.dir {
@@ -559,7 +583,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         LOCATIONS.len()
     ));
     let store = Store::open(&database).await?;
-    let engine = Engine::new(config, store)?;
+    let engine = Arc::new(Engine::new(config, store)?);
     let baseline = engine.reconcile(&Scope::default()).await?;
     say(format!("baseline pass: {}", summary(&baseline)));
 
@@ -597,6 +621,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     ));
     if opts.json {
         println!("{}", serde_json::to_string(&after)?);
+    }
+    if let Some(addr) = serve {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--serve: cannot listen on {addr}"))?;
+        let daemon = crate::daemon::start(engine.clone(), listener)?;
+        say(format!(
+            "serving the page at http://{0}/ (API http://{0}/api/v1/, /metrics, /healthz, /readyz) until Ctrl-C or SIGTERM",
+            daemon.local_addr()
+        ));
+        crate::daemon::shutdown_signal().await;
+        say("stopping".into());
+        daemon.shutdown().await;
     }
     world.shutdown().await;
     Ok(DemoOutcome {

@@ -47,7 +47,7 @@ use omnisync::store::Store;
 use omnisync_sdk::http::HttpClient;
 use omnisync_sdk::sim::{SimControl, SimRecord};
 use omnisync_sdk::webhook::hmac_sha256;
-use omnisync_sdk::{Currency, Money, Offer, StockLevel};
+use omnisync_sdk::{Currency, Money, Offer};
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -675,6 +675,10 @@ async fn settle(h: &Harness, limit: Duration) -> Result<bool> {
             .await
             && h.world
                 .meta
+                .wait_webhooks_idle(Duration::from_millis(1))
+                .await
+            && h.world
+                .ebay
                 .wait_webhooks_idle(Duration::from_millis(1))
                 .await;
         let pending = inbox_count(h.store(), "pending").await?;
@@ -1663,8 +1667,7 @@ enum Channel {
     Webshop,
     /// Meta: `sell` lowers the quantity and sends an order change.
     Social,
-    /// eBay: the simulator has no orders and sends no webhooks; a sale lowers the quantity
-    /// (as eBay does), and the daemon hears of it only by reading the listing.
+    /// eBay: `sell` lowers the quantity and sends a signed `ORDER_CONFIRMATION`.
     Marketplace,
 }
 
@@ -1704,15 +1707,7 @@ impl Shops {
         match c {
             Channel::Webshop => self.shopify.sell(sku, 1),
             Channel::Social => self.meta.sell(sku, 1),
-            Channel::Marketplace => {
-                let here = StockLevel::DEFAULT_LOCATION;
-                let q = self
-                    .ebay
-                    .record(sku)
-                    .and_then(|r| r.stock.get(here).copied())
-                    .unwrap_or(0);
-                q >= 1 && self.ebay.set_stock(sku, here, q - 1)
-            }
+            Channel::Marketplace => self.ebay.sell(sku, 1),
         }
     }
 }
@@ -1787,11 +1782,15 @@ async fn oversell(cli: &Cli, a: &OversellArgs) -> Result<Value> {
         bail!("the targets did not reach the new source stock after 5 passes");
     }
 
-    // Now the daemon hears every change and order in the webshop and the social catalog.
+    // Now the daemon hears every change and order in the webshop, the social catalog and
+    // the marketplace.
     h.world
         .shopify
         .subscribe(h.webhook_url(WEBSHOP), Vec::new());
     h.world.meta.subscribe(h.webhook_url(SOCIAL), Vec::new());
+    h.world
+        .ebay
+        .subscribe(h.webhook_url("marketplace"), Vec::new());
     let shops = Shops {
         shopify: h.world.shopify.clone(),
         meta: h.world.meta.clone(),

@@ -44,6 +44,8 @@ pub async fn live(skus: usize) -> Live {
     let daemon = omnisync::daemon::start(engine.clone(), listener).unwrap();
     let url = format!("http://{}/webhooks/webshop", daemon.local_addr());
     world.shopify.subscribe(url, vec![]);
+    let url = format!("http://{}/webhooks/marketplace", daemon.local_addr());
+    world.ebay.subscribe(url, vec![]);
     // The daemon starts with a full pass of its own: let it finish first.
     let ready = daemon.readiness().clone();
     assert!(eventually(|| ready.is_ready()).await);

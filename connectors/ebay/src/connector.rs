@@ -45,6 +45,7 @@ use crate::api::{
 };
 use crate::report;
 use crate::settings::Settings;
+use crate::webhook::{EbayWebhooks, WebhookConfig};
 
 /// The `Record::refs` key of the offer id (`bulk_update_price_quantity` needs it).
 pub const REF_OFFER_ID: &str = "offer_id";
@@ -108,6 +109,7 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
             ));
         }
     }
+    let webhooks = webhooks(&settings, &base, &token)?;
     let limiter = RateLimiter::new(settings.requests_per_second, settings.burst);
     let http = HttpClient::new(
         Duration::from_secs(settings.request_timeout_secs.max(1)),
@@ -120,7 +122,87 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
         http,
         report: tokio::sync::Mutex::new(ReportState::default()),
         offer_ids: Mutex::new(HashMap::new()),
+        webhooks,
     })
+}
+
+/// The webhook handler, when [`Settings::webhook_endpoint`] and
+/// [`Settings::webhook_verification_token`] are set (both or neither).
+fn webhooks(
+    settings: &Settings,
+    base: &str,
+    access_token: &SecretString,
+) -> Result<Option<EbayWebhooks>, ConnectorError> {
+    let op = "configuring the eBay connector";
+    let bad = |msg: String| ConnectorError::config(op, msg);
+    let (endpoint, verification) = match (
+        &settings.webhook_endpoint,
+        &settings.webhook_verification_token,
+    ) {
+        (None, None) => return Ok(None),
+        (Some(e), Some(t)) => (e.trim().to_string(), t),
+        _ => {
+            return Err(bad(
+                "settings.webhook_endpoint and settings.webhook_verification_token go together: \
+                 set both to take eBay notifications, or neither"
+                    .to_string(),
+            ));
+        }
+    };
+    let url_ok = reqwest::Url::parse(&endpoint)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !url_ok {
+        return Err(bad(format!(
+            "settings.webhook_endpoint {endpoint:?} must be the absolute http(s) URL registered with eBay"
+        )));
+    }
+    let verification_token = verification
+        .resolve()
+        .map_err(|e| bad(format!("settings.webhook_verification_token: {e}")))?;
+    let t = verification_token.expose_secret();
+    if !(32..=80).contains(&t.len())
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(bad(
+            "settings.webhook_verification_token must be 32 to 80 letters, digits, '_' or '-' \
+             (eBay's rule for a destination's verification token)"
+                .to_string(),
+        ));
+    }
+    let application_token = match &settings.webhook_application_token {
+        Some(r) => r
+            .resolve()
+            .map_err(|e| bad(format!("settings.webhook_application_token: {e}")))?,
+        None => access_token.clone(),
+    };
+    let order_topics: Vec<String> = settings
+        .webhook_order_topics
+        .iter()
+        .map(|t| t.trim().to_string())
+        .collect();
+    if order_topics.iter().any(String::is_empty) {
+        return Err(bad(
+            "settings.webhook_order_topics must not hold an empty topic".to_string(),
+        ));
+    }
+    if settings.webhook_public_key_cache_secs == 0 {
+        return Err(bad(
+            "settings.webhook_public_key_cache_secs must be at least 1".to_string(),
+        ));
+    }
+    EbayWebhooks::new(WebhookConfig {
+        base_url: base.to_string(),
+        application_token,
+        verification_token,
+        endpoint,
+        order_topics,
+        key_ttl: Duration::from_secs(settings.webhook_public_key_cache_secs),
+        request_timeout: Duration::from_secs(settings.request_timeout_secs.max(1)),
+    })
+    .map(Some)
+    .map_err(bad)
 }
 
 /// The eBay connector (see the module documentation for the calls it makes).
@@ -132,6 +214,8 @@ pub struct EbayConnector {
     report: tokio::sync::Mutex<ReportState>,
     /// SKU → offer id, learnt from `read_skus` and push-time look-ups.
     offer_ids: Mutex<HashMap<String, String>>,
+    /// Notification handling, when configured.
+    webhooks: Option<EbayWebhooks>,
 }
 
 impl std::fmt::Debug for EbayConnector {
@@ -647,6 +731,12 @@ impl EbayConnector {
 impl Connector for EbayConnector {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn webhooks(&self) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {
+        self.webhooks
+            .as_ref()
+            .map(|w| w as &dyn omnisync_sdk::webhook::WebhookHandler)
     }
 
     fn capabilities(&self) -> Capabilities {

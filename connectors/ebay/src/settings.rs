@@ -99,6 +99,34 @@ pub struct Settings {
     /// Request budget: burst size.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// The notification endpoint exactly as registered with eBay (the destination's
+    /// `deliveryConfig.endpoint`, e.g. `https://sync.example.com/webhooks/ebay`): part of the
+    /// endpoint validation answer. With it (and [`Settings::webhook_verification_token`])
+    /// the connector accepts eBay Notification API deliveries on `POST /webhooks/{id}` and
+    /// answers the `challenge_code` validation on `GET /webhooks/{id}`. Default: none (no
+    /// webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_endpoint: Option<String>,
+    /// The destination's verification token, by reference (eBay: 32–80 characters of
+    /// letters, digits, `_` and `-`). Required with [`Settings::webhook_endpoint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_verification_token: Option<SecretRef>,
+    /// The OAuth token sent to `GET /commerce/notification/v1/public_key/{kid}`, by
+    /// reference. eBay documents an *application* token (client credentials grant, scope
+    /// `https://api.ebay.com/oauth/api_scope`) for that call. Default: none, which sends
+    /// [`Settings::access_token`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_application_token: Option<SecretRef>,
+    /// Notification topics whose deliveries are orders: their line items reserve the sold
+    /// units. Default `["ORDER_CONFIRMATION"]` (the Notification API topic sent when a buyer
+    /// completes checkout, one notification per line item). eBay does not publish that
+    /// topic's `data` fields in a form confirmed here, so the topic names are a setting.
+    #[serde(default = "default_order_topics")]
+    pub webhook_order_topics: Vec<String>,
+    /// How long a fetched notification public key is used before it is fetched again, in
+    /// seconds (eBay recommends caching it about an hour). Default 3600.
+    #[serde(default = "default_public_key_cache_secs")]
+    pub webhook_public_key_cache_secs: u64,
 }
 
 /// The production API host.
@@ -152,6 +180,12 @@ fn default_requests_per_second() -> u32 {
 fn default_burst() -> u32 {
     20
 }
+fn default_order_topics() -> Vec<String> {
+    vec![crate::webhook::ORDER_CONFIRMATION.to_string()]
+}
+fn default_public_key_cache_secs() -> u64 {
+    3600
+}
 
 impl Settings {
     /// Settings with every default and the given token reference.
@@ -176,6 +210,11 @@ impl Settings {
             request_timeout_secs: default_timeout_secs(),
             requests_per_second: default_requests_per_second(),
             burst: default_burst(),
+            webhook_endpoint: None,
+            webhook_verification_token: None,
+            webhook_application_token: None,
+            webhook_order_topics: default_order_topics(),
+            webhook_public_key_cache_secs: default_public_key_cache_secs(),
         }
     }
 }
@@ -211,6 +250,34 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("pagesize"));
         assert!(serde_json::from_value::<Settings>(serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn webhook_settings_are_optional() {
+        let s: Settings =
+            serde_json::from_value(serde_json::json!({"access_token": "env:EBAY_TOKEN"})).unwrap();
+        assert!(s.webhook_endpoint.is_none() && s.webhook_verification_token.is_none());
+        assert_eq!(
+            s.webhook_order_topics,
+            vec!["ORDER_CONFIRMATION".to_string()]
+        );
+        assert_eq!(s.webhook_public_key_cache_secs, 3600);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v.get("webhook_endpoint").is_none());
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "access_token": "env:EBAY_TOKEN",
+            "webhook_endpoint": "https://sync.example.com/webhooks/ebay",
+            "webhook_verification_token": "env:EBAY_VERIFICATION_TOKEN",
+            "webhook_order_topics": ["ORDER_CONFIRMATION", "ITEM_SOLD"],
+        }))
+        .unwrap();
+        assert_eq!(s.webhook_order_topics.len(), 2);
+        assert!(
+            serde_json::from_value::<Settings>(serde_json::json!({
+                "access_token": "env:X", "webhook_secret": "env:Y"
+            }))
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,12 +10,34 @@
 //! | `POST /sell/feed/v1/inventory_task` | `LMS_ACTIVE_INVENTORY_REPORT`, schema `1.0`, `X-EBAY-C-MARKETPLACE-ID` required (400 160027); 202 + `Location`; more unfinished tasks than [`SimOptions::max_concurrent_report_tasks`] → 409 160024 |
 //! | `GET /sell/feed/v1/inventory_task/{id}` | `QUEUED`, `IN_PROCESS`, then `COMPLETED` once [`SimOptions::report_delay`] has passed |
 //! | `GET /sell/feed/v1/task/{id}/download_result_file` | a ZIP holding the report XML, snapshotted when the task was created |
+//! | `GET /commerce/notification/v1/public_key/{kid}` | `{"key", "algorithm": "ECDSA", "digest"}` for the application (or user) token; 404 errorId 195001 for another id |
 //!
 //! Every API call needs `Authorization: Bearer <SimOptions::access_token>` (else 401 errorId
 //! 1001 "Invalid access token", domain `OAuth`), and counts against a per-second limit and a
 //! call quota per window (else 429 errorId 2001 "Too many requests", domain `ACCESS`). The
 //! simulator sends `Retry-After` with its 429s; whether eBay does is unconfirmed (the adapter
 //! falls back to `Settings::throttle_retry_after_secs`).
+//!
+//! **Notifications.** Like eBay's Commerce Notification API it POSTs signed notifications to
+//! the endpoints subscribed with [`Simulator::subscribe`] (or `POST
+//! /__sim/webhooks/subscriptions`): a [`Simulator::sell`] (or `POST /__sim/orders`) takes the
+//! units off the listing's quantity and emits [`SimOptions::order_topic`]
+//! (`ORDER_CONFIRMATION`) for the line item. The body is eBay's envelope (`metadata`,
+//! `notification` with `notificationId`, `eventDate`, `publishDate`, `publishAttemptCount`,
+//! `data`), `data` being `{"orderId", "lineItems": [{"lineItemId", "legacyItemId", "sku",
+//! "quantity"}]}` (the Fulfillment API's names: eBay's own `data` fields for this topic are
+//! unconfirmed, see [`crate::webhook`]). Each delivery carries `X-EBAY-SIGNATURE`, signed
+//! with a P-256 key generated per simulator (or from [`SimOptions::notification_key_seed`])
+//! exactly as eBay signs: base64 JSON `{"alg":"ecdsa","kid","signature","digest"}`, the
+//! signature DER over [`SimOptions::notification_digest`] (SHA-1, as in eBay's own test data)
+//! of the raw body. `GET /commerce/notification/v1/public_key/{kid}` serves the key as
+//! `{"key": "-----BEGIN PUBLIC KEY-----…-----END PUBLIC KEY-----", "algorithm": "ECDSA",
+//! "digest"}` (404 errorId 195001 for an unknown id) to the application token (or the user
+//! token). Delivery is the SDK's [`Dispatcher`]: bounded retries, and drop / duplicate /
+//! delay / reorder faults ([`Simulator::set_webhook_faults`], `POST /__sim/webhooks/faults`).
+//! [`Simulator::validate_endpoint`] makes eBay's `challenge_code` request to an endpoint and
+//! checks its answer. Seeding and hand edits emit nothing (no price or quantity topic is
+//! confirmed for sellers).
 //!
 //! State: listings in a `Vec` sorted by SKU (binary search by SKU, a page is a slice: O(page
 //! size) per request), so 100,000 listings seed and page quickly. Every listing has one
@@ -24,6 +46,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,11 +57,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use omnisync_sdk::sim::delivery::{self, Dispatcher, OutEvent, Provider, WebhookAdmin};
 use omnisync_sdk::sim::{
     Faults, SimControl, SimCounters, SimRecord, SimServer, admin_router, fault_layer,
 };
 use omnisync_sdk::{Currency, Money, Offer, SecretRef, StockLevel};
+use p256::ecdsa::SigningKey;
+use serde::Serialize;
 use serde_json::json;
+
+pub use omnisync_sdk::sim::delivery::{DeliveryOptions, Subscription, WebhookFaults, WebhookStats};
 
 use crate::KIND;
 use crate::api::{
@@ -49,6 +77,17 @@ use crate::api::{
 };
 use crate::report::{self, ReportLine};
 use crate::settings::Settings;
+use crate::webhook::{
+    self, CHALLENGE_PARAM, ORDER_CONFIRMATION, PUBLIC_KEY_PATH, PublicKeyResponse, SignatureDigest,
+    SignatureHeader,
+};
+
+/// The application token the simulator accepts for `getPublicKey` by default.
+pub const DEMO_APPLICATION_TOKEN: &str = "ebay-sim-app-token";
+/// The notification public key id by default.
+pub const DEMO_KEY_ID: &str = "6b9c0e7a-4f1d-4c3e-9a57-0e1b2c3d4e5f";
+/// A verification token of eBay's shape (32–80 characters), for demos and tests.
+pub const DEMO_VERIFICATION_TOKEN: &str = "omnisync-demo-verification-token-0123456789";
 
 /// How the simulator behaves. `Default` gives eBay's documented limits and the demo
 /// credentials: the access token `ebay-sim-token` on marketplace `EBAY_DE`, in EUR.
@@ -79,6 +118,21 @@ pub struct SimOptions {
     /// Unfinished report tasks allowed at once before 409 errorId 160024 (1; eBay's number is
     /// unconfirmed).
     pub max_concurrent_report_tasks: usize,
+    /// The application token `getPublicKey` accepts (besides the user token). Demo:
+    /// [`DEMO_APPLICATION_TOKEN`].
+    pub application_token: String,
+    /// The `kid` of the notification signing key ([`DEMO_KEY_ID`]).
+    pub notification_key_id: String,
+    /// Seed of the notification signing key (its private scalar is SHA-256 of the seed);
+    /// `None` (default): a new key per simulator.
+    pub notification_key_seed: Option<[u8; 32]>,
+    /// The digest notifications are signed over, as `getPublicKey` reports it. Default SHA-1
+    /// (eBay's own test data); SHA-256 is accepted by the handler as well.
+    pub notification_digest: SignatureDigest,
+    /// The topic of a sale ([`ORDER_CONFIRMATION`]).
+    pub order_topic: String,
+    /// How notifications are delivered: timeouts and bounded retries.
+    pub webhook_delivery: DeliveryOptions,
 }
 
 impl Default for SimOptions {
@@ -94,6 +148,12 @@ impl Default for SimOptions {
             quota_window: Duration::from_secs(86_400),
             report_delay: Duration::from_millis(100),
             max_concurrent_report_tasks: 1,
+            application_token: DEMO_APPLICATION_TOKEN.to_string(),
+            notification_key_id: DEMO_KEY_ID.to_string(),
+            notification_key_seed: None,
+            notification_digest: SignatureDigest::Sha1,
+            order_topic: ORDER_CONFIRMATION.to_string(),
+            webhook_delivery: DeliveryOptions::default(),
         }
     }
 }
@@ -119,8 +179,97 @@ impl SimOptions {
         let rate = self.requests_per_second.unwrap_or(10_000);
         s.requests_per_second = (rate * 4 / 5).max(1);
         s.burst = (rate / 10).max(1);
+        s.webhook_application_token = Some(SecretRef::Literal(self.application_token.clone()));
         s
     }
+
+    /// [`SimOptions::settings`] with notifications on: deliveries are expected at
+    /// `endpoint` (the daemon's `…/webhooks/{connector id}`), validated with
+    /// `verification_token` (32–80 letters, digits, `_`, `-`; e.g.
+    /// [`DEMO_VERIFICATION_TOKEN`]).
+    pub fn webhook_settings(
+        &self,
+        base_url: &str,
+        endpoint: &str,
+        verification_token: &str,
+    ) -> Settings {
+        let mut s = self.settings(base_url);
+        s.webhook_endpoint = Some(endpoint.to_string());
+        s.webhook_verification_token = Some(SecretRef::Literal(verification_token.to_string()));
+        s.webhook_order_topics = vec![self.order_topic.clone()];
+        s
+    }
+}
+
+/// Signs deliveries as eBay does. (No `Debug`: it holds the private key.)
+pub struct EbayProvider {
+    key: SigningKey,
+    kid: String,
+    digest: SignatureDigest,
+}
+
+impl Provider for EbayProvider {
+    fn headers(&self, event: &OutEvent, _delivery_id: &str) -> Vec<(&'static str, String)> {
+        let header = SignatureHeader {
+            alg: "ecdsa".to_string(),
+            kid: self.kid.clone(),
+            signature: webhook::sign(&self.key, self.digest, &event.body),
+            digest: Some(self.digest.as_str().to_string()),
+        };
+        vec![("X-EBAY-SIGNATURE", header.encode())]
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    metadata: Metadata<'a>,
+    notification: Notification<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    topic: &'a str,
+    schema_version: &'a str,
+    deprecated: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Notification<'a> {
+    notification_id: &'a str,
+    event_date: &'a str,
+    publish_date: &'a str,
+    publish_attempt_count: u32,
+    data: serde_json::Value,
+}
+
+/// The signing key: SHA-256 of the seed as the private scalar (a new seed in the rare case
+/// the hash is not a valid scalar).
+fn signing_key(seed: [u8; 32]) -> SigningKey {
+    use sha2::Digest as _;
+    let mut material = seed;
+    loop {
+        let candidate: [u8; 32] = sha2::Sha256::digest(material).into();
+        if let Ok(key) = SigningKey::from_slice(&candidate) {
+            return key;
+        }
+        material = candidate;
+    }
+}
+
+fn fresh_seed() -> [u8; 32] {
+    use sha2::Digest as _;
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = sha2::Sha256::new();
+    h.update(nanos.to_le_bytes());
+    h.update(COUNT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.finalize().into()
 }
 
 /// One listing: an inventory item and its offer.
@@ -211,6 +360,11 @@ pub struct Simulator {
     rate: Mutex<RateWindow>,
     faults: Faults,
     counters: SimCounters,
+    webhooks: Dispatcher<EbayProvider>,
+    public_key: PublicKeyResponse,
+    key_fetches: AtomicU64,
+    notifications: AtomicU64,
+    nonce: u64,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -222,13 +376,16 @@ impl std::fmt::Debug for Simulator {
 }
 
 /// Starts a simulator on `addr` (`127.0.0.1:0` for an ephemeral port): the API behind the
-/// fault layer, plus the `/__sim` admin API.
+/// fault layer, plus the `/__sim` admin API and the webhook admin routes
+/// (`/__sim/webhooks/…`, `/__sim/orders`).
 pub async fn start(
     addr: SocketAddr,
     options: SimOptions,
 ) -> std::io::Result<(Arc<Simulator>, SimServer)> {
     let sim = Arc::new(Simulator::new(options));
-    let app = fault_layer(sim.api_router(), sim.clone()).merge(admin_router(sim.clone()));
+    let app = fault_layer(sim.api_router(), sim.clone())
+        .merge(admin_router(sim.clone()))
+        .merge(delivery::admin_routes(sim.clone()));
     let server = SimServer::start(app, addr).await?;
     Ok((sim, server))
 }
@@ -237,7 +394,28 @@ impl Simulator {
     /// An empty simulator.
     pub fn new(options: SimOptions) -> Self {
         let now = Instant::now();
+        let seed = options.notification_key_seed.unwrap_or_else(fresh_seed);
+        let key = signing_key(seed);
+        let public_key = PublicKeyResponse {
+            key: webhook::public_key_pem(key.verifying_key()),
+            algorithm: "ECDSA".to_string(),
+            digest: options.notification_digest.as_str().to_string(),
+        };
+        let webhooks = Dispatcher::new(
+            EbayProvider {
+                key,
+                kid: options.notification_key_id.clone(),
+                digest: options.notification_digest,
+            },
+            options.webhook_delivery.clone(),
+        );
+        let nonce = u64::from_le_bytes(fresh_seed()[..8].try_into().unwrap_or([0; 8]));
         Simulator {
+            webhooks,
+            public_key,
+            key_fetches: AtomicU64::new(0),
+            notifications: AtomicU64::new(0),
+            nonce,
             options,
             state: Mutex::new(SimState::default()),
             rate: Mutex::new(RateWindow {
@@ -270,6 +448,185 @@ impl Simulator {
         self.lock().tasks.len()
     }
 
+    /// The listing (item) id of a SKU.
+    pub fn listing_id(&self, sku: &str) -> Option<String> {
+        let state = self.lock();
+        state
+            .find(sku)
+            .ok()
+            .map(|i| state.items[i].offer.listing_id.clone())
+    }
+
+    /// The notification public key as `getPublicKey` serves it.
+    pub fn public_key(&self) -> &PublicKeyResponse {
+        &self.public_key
+    }
+
+    /// `getPublicKey` calls answered with the key so far.
+    pub fn public_key_fetches(&self) -> u64 {
+        self.key_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes `url` to notifications on `topics` (eBay topic ids such as
+    /// `ORDER_CONFIRMATION`; empty = every topic). Subscribing a URL again replaces its
+    /// topics. (eBay validates an endpoint when its destination is created: see
+    /// [`Simulator::validate_endpoint`].)
+    pub fn subscribe(&self, url: String, topics: Vec<String>) {
+        self.webhooks.subscribe(url, topics);
+    }
+
+    /// The subscriptions.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.webhooks.subscriptions()
+    }
+
+    /// Removes every subscription.
+    pub fn clear_subscriptions(&self) {
+        self.webhooks.clear();
+    }
+
+    /// Replaces the delivery faults (`WebhookFaults::default()` clears them).
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
+        self.webhooks.set_faults(faults);
+    }
+
+    /// The delivery faults still in force (counts go down as they are used).
+    pub fn webhook_faults(&self) -> WebhookFaults {
+        self.webhooks.faults()
+    }
+
+    /// Delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.webhooks.stats()
+    }
+
+    /// Waits until every queued delivery has finished (sent, dropped or given up), up to
+    /// `timeout`; `true` when none is pending.
+    pub async fn wait_webhooks_idle(&self, timeout: Duration) -> bool {
+        self.webhooks.wait_idle(timeout).await
+    }
+
+    /// eBay's endpoint validation: `GET url?challenge_code=…`, which must answer 200 with
+    /// `{"challengeResponse": hex(SHA-256(code + verification_token + url))}`. `Err` says
+    /// what was wrong.
+    pub async fn validate_endpoint(
+        &self,
+        url: &str,
+        verification_token: &str,
+    ) -> Result<(), String> {
+        let n = self.notifications.fetch_add(1, Ordering::Relaxed);
+        let code = format!("{:016x}{:08x}", self.nonce, n);
+        let client = reqwest::Client::builder()
+            .timeout(self.options.webhook_delivery.timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .get(url)
+            .query(&[(CHALLENGE_PARAM, code.as_str())])
+            .send()
+            .await
+            .map_err(|e| format!("the endpoint did not answer: {}", e.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the endpoint answered {status}"));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| format!("the answer is not JSON: {e}"))?;
+        let expected = webhook::challenge_response(&code, verification_token, url);
+        match body.get("challengeResponse").and_then(|v| v.as_str()) {
+            Some(answer) if answer == expected => Ok(()),
+            Some(_) => Err("challengeResponse does not match".to_string()),
+            None => Err("the answer has no challengeResponse".to_string()),
+        }
+    }
+
+    /// Sells `quantity` units of `sku`, as a buyer's checkout would: takes them off the
+    /// listing's quantity (and off the offer's `availableQuantity` when one is set), then
+    /// emits [`SimOptions::order_topic`] for the line item. `false` (and nothing changes)
+    /// for an unknown SKU, a quantity below 1, or more than the listing shows.
+    pub fn sell(&self, sku: &str, quantity: i64) -> bool {
+        if quantity < 1 {
+            return false;
+        }
+        let (listing_id, line) = {
+            let mut state = self.lock();
+            let Ok(i) = state.find(sku) else {
+                return false;
+            };
+            if state.items[i].listed_quantity() < quantity {
+                return false;
+            }
+            state.next_id += 1;
+            let line = state.next_id;
+            let item = &mut state.items[i];
+            item.quantity -= quantity;
+            if let Some(q) = item.offer.available_quantity.as_mut() {
+                *q -= quantity;
+            }
+            (item.offer.listing_id.clone(), line)
+        };
+        let topic = self.options.order_topic.clone();
+        if !self.webhooks.wants(&topic) {
+            return true;
+        }
+        let n = self.notifications.fetch_add(1, Ordering::Relaxed);
+        let notification_id = self.notification_id(n);
+        let order_id = format!(
+            "{:02}-{:05}-{:05}",
+            10 + n % 90,
+            line % 100_000,
+            n % 100_000
+        );
+        let data = json!({
+            "orderId": order_id,
+            "lineItems": [{
+                "lineItemId": (10_000_000_000u64 + line).to_string(),
+                "legacyItemId": listing_id,
+                "sku": sku,
+                "quantity": quantity,
+            }],
+        });
+        self.webhooks.emit(&topic, |at| {
+            serde_json::to_vec(&Envelope {
+                metadata: Metadata {
+                    topic: &topic,
+                    schema_version: "1.0",
+                    deprecated: false,
+                },
+                notification: Notification {
+                    notification_id: &notification_id,
+                    event_date: at,
+                    publish_date: at,
+                    publish_attempt_count: 1,
+                    data,
+                },
+            })
+            .unwrap_or_default()
+        });
+        true
+    }
+
+    /// A notification id in eBay's shape (two UUIDs joined by `_`).
+    fn notification_id(&self, n: u64) -> String {
+        let a = self.nonce;
+        let b = self.nonce.rotate_left(29) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}_{:08x}-{:04x}-4{:03x}-b{:03x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            (a & 0xfff) as u16,
+            (n >> 48) as u16 & 0xfff,
+            n & 0xffff_ffff_ffff,
+            (b >> 32) as u32,
+            (b >> 16) as u16,
+            (b & 0xfff) as u16,
+            (b >> 52) as u16 & 0xfff,
+            b & 0xffff_ffff_ffff,
+        )
+    }
+
     /// The API routes (without fault layer and admin API; [`start`] adds both).
     pub fn api_router(self: &Arc<Self>) -> Router {
         let inv = api::INVENTORY;
@@ -298,6 +655,10 @@ impl Simulator {
                 get(get_result_file),
             )
             .layer(middleware::from_fn_with_state(self.clone(), guard))
+            .route(
+                &format!("{PUBLIC_KEY_PATH}/{{public_key_id}}"),
+                get(get_public_key),
+            )
             .with_state(self.clone())
     }
 
@@ -434,6 +795,44 @@ async fn guard(State(sim): State<Arc<Simulator>>, request: Request, next: Next) 
         return response;
     }
     next.run(request).await
+}
+
+/// `getPublicKey`: the application token (or the user token), then the key by id.
+async fn get_public_key(
+    State(sim): State<Arc<Simulator>>,
+    Path(kid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .is_some_and(|t| t == sim.options.application_token || t == sim.options.access_token);
+    if !authorized {
+        let e = ErrorDetail::new(
+            api::ERR_INVALID_TOKEN,
+            "OAuth",
+            "REQUEST",
+            "Invalid access token",
+        );
+        return ebay_error(StatusCode::UNAUTHORIZED, vec![e]);
+    }
+    if kid != sim.options.notification_key_id {
+        return ebay_error(
+            StatusCode::NOT_FOUND,
+            vec![ErrorDetail::new(
+                195001,
+                "API_NOTIFICATION",
+                "REQUEST",
+                "The specified public key ID was not found.",
+            )],
+        );
+    }
+    sim.key_fetches.fetch_add(1, Ordering::Relaxed);
+    (StatusCode::OK, axum::Json(sim.public_key.clone())).into_response()
 }
 
 fn pagination_error(message: String) -> Response {
@@ -1001,6 +1400,16 @@ fn sim_record(item: &Item) -> SimRecord {
         title: item.title.clone(),
         offer: Offer::regular(item.offer.price),
         stock: BTreeMap::from([(StockLevel::DEFAULT_LOCATION.to_string(), item.quantity)]),
+    }
+}
+
+impl WebhookAdmin for Simulator {
+    type Provider = EbayProvider;
+    fn webhooks(&self) -> &Dispatcher<EbayProvider> {
+        &self.webhooks
+    }
+    fn sell(&self, sku: &str, quantity: i64) -> bool {
+        Simulator::sell(self, sku, quantity)
     }
 }
 

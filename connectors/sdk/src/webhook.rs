@@ -3,6 +3,8 @@
 //! The daemon's HTTP server hands every delivery for `/webhooks/{connector_id}` to that
 //! connector's [`WebhookHandler`] in this order, and stores nothing before step 1 passes:
 //!
+//! 0. [`WebhookHandler::prepare`] (async, default: nothing) — I/O the check needs, such as
+//!    fetching the public key a signature names (eBay).
 //! 1. [`WebhookHandler::verify`] — the signature over the **raw body bytes**, in constant time
 //!    (use [`hmac_sha256_verify`]). A missing or bad signature is [`WebhookError::Unauthorized`].
 //! 2. [`WebhookHandler::event_id`] — the provider's id for the event (Shopify
@@ -97,8 +99,20 @@ pub struct SoldLine {
     pub quantity: i64,
 }
 
+/// The future [`WebhookHandler::prepare`] returns.
+pub type PrepareFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 /// A connector's webhook support.
 pub trait WebhookHandler: Send + Sync {
+    /// Asynchronous work [`WebhookHandler::verify`] depends on, awaited by the daemon just
+    /// before it with the same headers: eBay fetches (and caches) the public key its
+    /// `X-EBAY-SIGNATURE` names. Nothing is verified yet, so it must trust nothing in the
+    /// headers beyond using them as a look-up key, and it reports nothing: `verify` refuses
+    /// what it still cannot check. The default does nothing.
+    fn prepare<'a>(&'a self, _headers: &'a Headers) -> PrepareFuture<'a> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Verifies the signature over the raw body. Must be constant time.
     fn verify(&self, headers: &Headers, body: &[u8]) -> Result<(), WebhookError>;
 
