@@ -87,7 +87,16 @@ pub async fn drain(
             })
             .collect();
         stats.batches += 1;
-        let result = retry(policy(cfg), || connector.push(&batch)).await;
+        let pushed = std::time::Instant::now();
+        let result = omnisync_sdk::telemetry::scope(
+            Arc::from(channel),
+            retry(policy(cfg), || connector.push(&batch)),
+        )
+        .await;
+        crate::metrics::push_duration(channel, pushed.elapsed());
+        if let Err(e) = &result {
+            crate::metrics::connector_error(channel, e.kind);
+        }
         let now = now_ms();
         let settled: Vec<(OutboxRow, Settled)> = match result {
             Ok(outcomes) if outcomes.len() == rows.len() => {
@@ -149,6 +158,30 @@ pub async fn drain(
             }
         };
         store.settle(channel, run_id, &settled, now_ms()).await?;
+        record_settled(channel, &settled);
+    }
+}
+
+/// Counts settled corrections by outcome in the metrics.
+fn record_settled(channel: &str, settled: &[(OutboxRow, Settled)]) {
+    let (mut applied, mut stale, mut rescheduled, mut dead) = (0, 0, 0, 0);
+    for (_, s) in settled {
+        match s {
+            Settled::Applied => applied += 1,
+            Settled::Stale => stale += 1,
+            Settled::RetryAt { .. } => rescheduled += 1,
+            Settled::Dead { .. } => dead += 1,
+        }
+    }
+    for (outcome, n) in [
+        ("applied", applied),
+        ("stale", stale),
+        ("rescheduled", rescheduled),
+        ("dead_lettered", dead),
+    ] {
+        if n > 0 {
+            crate::metrics::corrections(channel, outcome, n);
+        }
     }
 }
 

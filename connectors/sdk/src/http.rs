@@ -95,17 +95,25 @@ impl HttpClient {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(operation, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(operation, &e))?;
-        Ok((status, headers, bytes))
+        let started = std::time::Instant::now();
+        let answered = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        }
+        .await;
+        match answered {
+            Ok((status, headers, bytes)) => {
+                crate::telemetry::record_response(status, started.elapsed());
+                Ok((status, headers, bytes))
+            }
+            Err(e) => {
+                crate::telemetry::record_transport_error(started.elapsed());
+                Err(transport_error(operation, &e))
+            }
+        }
     }
 
     /// The same client (sharing its connections and timeouts) without the request budget,

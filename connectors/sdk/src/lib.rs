@@ -13,6 +13,7 @@
 //! - [`retry`] and [`ratelimit`]: backoff with jitter (`backon`) and a per-connector request
 //!   budget (`governor`);
 //! - [`secret`]: secrets by reference (env var, file, systemd credential), redacted in `Debug`;
+//! - [`telemetry`]: API calls, latency and throttling counted per connector (`metrics`);
 //! - [`webhook`]: verifying and reading incoming webhooks (HMAC in constant time);
 //! - [`sim`]: shared plumbing for the loopback simulators every connector ships (server
 //!   lifecycle, fault injection, the `/__sim` admin API, outgoing webhook delivery).
@@ -25,6 +26,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod secret;
 pub mod sim;
+pub mod telemetry;
 pub mod webhook;
 
 pub use connector::{Capabilities, Change, Connector, Correction, Page, PushOutcome};

@@ -64,6 +64,9 @@ where
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(move |e: &ConnectorError| {
+            if e.kind == crate::ErrorKind::Throttled {
+                crate::telemetry::record_throttled();
+            }
             e.is_retryable() && e.retry_after.is_none_or(|d| d <= max_retry_after)
         })
         .adjust(|e: &ConnectorError, planned: Option<Duration>| {
