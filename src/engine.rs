@@ -157,10 +157,14 @@ impl Engine {
 
     /// Runs every connector's healthcheck.
     pub async fn healthcheck(&self) -> Vec<(String, Result<(), ConnectorError>)> {
-        let checks = self
-            .channels
-            .iter()
-            .map(|c| async move { (c.cfg.id.clone(), c.connector.healthcheck().await) });
+        let checks = self.channels.iter().map(|c| async move {
+            let id: Arc<str> = Arc::from(c.cfg.id.as_str());
+            let result = omnisync_sdk::telemetry::scope(id, c.connector.healthcheck()).await;
+            if let Err(e) = &result {
+                crate::metrics::connector_error(&c.cfg.id, e.kind);
+            }
+            (c.cfg.id.clone(), result)
+        });
         futures::future::join_all(checks).await
     }
 
@@ -168,7 +172,23 @@ impl Engine {
         outbox::policy(&self.config.daemon.outbox)
     }
 
+    /// Reads a channel (all of it, or these SKUs), with retries; API calls are counted
+    /// under the channel's id, and the outcome recorded in the metrics.
     async fn read(
+        &self,
+        ch: &Channel,
+        skus: Option<&[String]>,
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let id: Arc<str> = Arc::from(ch.cfg.id.as_str());
+        let result = omnisync_sdk::telemetry::scope(id, self.read_unscoped(ch, skus)).await;
+        match &result {
+            Ok(_) => crate::metrics::read_ok(&ch.cfg.id),
+            Err(e) => crate::metrics::connector_error(&ch.cfg.id, e.kind),
+        }
+        result
+    }
+
+    async fn read_unscoped(
         &self,
         ch: &Channel,
         skus: Option<&[String]>,
@@ -532,6 +552,9 @@ impl Engine {
             } else {
                 let t = Instant::now();
                 self.store
+                    .record_observations(&ch.cfg.id, run_id, &plan.rows, &prev, now)
+                    .await?;
+                self.store
                     .save_state(&ch.cfg.id, &plan.rows, &prev, now)
                     .await?;
                 tracing::debug!(
@@ -590,6 +613,9 @@ impl Engine {
             "pass finished"
         );
 
+        if !scope.dry_run {
+            crate::views::record_convergence(&self.store, &mut report, started).await?;
+        }
         let finished = OffsetDateTime::now_utc();
         report.finished_at = finished.format(&Rfc3339).unwrap_or_default();
         report.duration_ms = clock.elapsed().as_millis() as u64;
@@ -597,6 +623,12 @@ impl Engine {
         self.store
             .finish_run(run_id, &report.status, &json, now_ms())
             .await?;
+        let kind = match (&scope.channel, &scope.skus) {
+            (_, Some(_)) => "skus",
+            (Some(_), None) => "channel",
+            (None, None) => "full",
+        };
+        crate::metrics::record_pass(kind, &report, clock.elapsed());
         Ok(report)
     }
 
@@ -681,6 +713,9 @@ impl Engine {
                     tracing::warn!(channel = %ch.cfg.id, no_op, "API accepted writes that did not take effect");
                 }
                 let now = now_ms();
+                self.store
+                    .record_observations(&ch.cfg.id, run_id, &plan.rows, &prev, now)
+                    .await?;
                 self.store
                     .save_state(&ch.cfg.id, &plan.rows, &prev, now)
                     .await?;

@@ -105,6 +105,17 @@ pub struct ChannelReport {
     /// For a dry run: what would be pushed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub would_push: Vec<WouldPush>,
+    /// Differences caused by a source change that this run closed (confirmed by reading
+    /// the channel back).
+    #[serde(default)]
+    pub source_changes_converged: u64,
+    /// Of those, the median time from the pass first seeing the difference to its
+    /// confirmation, in milliseconds (from the stored drift timestamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converge_ms_p50: Option<u64>,
+    /// Of those, the longest time to converge, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converge_ms_max: Option<u64>,
 }
 
 /// One reconcile run.
@@ -201,6 +212,12 @@ impl RunReport {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 out.push_str(&format!("  {} drift causes: {}\n", c.id, causes.join(", ")));
+            }
+            if let (Some(p50), Some(max)) = (c.converge_ms_p50, c.converge_ms_max) {
+                out.push_str(&format!(
+                    "  {} converged after {} source changes: p50 {p50} ms, max {max} ms\n",
+                    c.id, c.source_changes_converged
+                ));
             }
             if let Some(e) = &c.error {
                 out.push_str(&format!("  {} ERROR: {e}\n", c.id));

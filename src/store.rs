@@ -988,6 +988,61 @@ impl Store {
             })
             .collect()
     }
+
+    /// Records the values a pass read back that differ from what the previous pass stored
+    /// (`item_events`, kind `observed`: the value before, after, the desired value and the
+    /// cause), for the item timeline. Call it before [`Store::save_state`] with the same
+    /// rows: only rows that pass rewrites can have changed, and the stored row is still the
+    /// previous one. A value seen for the first time is not an event.
+    pub async fn record_observations(
+        &self,
+        channel: &str,
+        run_id: i64,
+        rows: &[TargetRow],
+        prev: &HashMap<StateKey, PrevState>,
+        now: i64,
+    ) -> Result<()> {
+        let candidates: Vec<&TargetRow> = rows
+            .iter()
+            .filter(|r| {
+                prev.get(&r.key)
+                    .is_some_and(|p| !(p.in_sync && r.in_sync && p.desired == r.desired))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.ctx("recording observed changes")?;
+        for chunk in candidates.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO item_events (run_id, channel, sku, field, location, kind, value, previous, desired, in_sync, cause, at) \
+                 SELECT $1, t.channel, t.sku, t.field, t.location, 'observed', v.column4, t.observed, v.column5, \
+                 CAST(v.column6 AS BIGINT), v.column7, $2 \
+                 FROM target_state t JOIN (VALUES {}) AS v \
+                 ON t.sku = v.column1 AND t.field = v.column2 AND t.location = v.column3 \
+                 WHERE t.channel = ${} AND COALESCE(t.observed, '') <> COALESCE(v.column4, '')",
+                values_clause(chunk.len(), 7, 3),
+                3 + chunk.len() * 7
+            );
+            let mut q = sqlx::query(self.dynamic(sql)).bind(run_id).bind(now);
+            for r in chunk {
+                q = q
+                    .bind(r.key.sku.as_str())
+                    .bind(r.key.field.as_str())
+                    .bind(r.key.location.as_str())
+                    .bind(r.observed.as_deref())
+                    .bind(r.desired.as_str())
+                    .bind(i64::from(r.in_sync))
+                    .bind(r.cause.map(|c| c.as_str()));
+            }
+            q.bind(channel)
+                .execute(&mut *tx)
+                .await
+                .ctx("recording observed changes")?;
+        }
+        tx.commit().await.ctx("recording observed changes")?;
+        Ok(())
+    }
 }
 
 /// `($start, $start+1, …)` for an `IN` list of `n` values.
