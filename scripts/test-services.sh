@@ -4,12 +4,14 @@
 #   scripts/test-services.sh            # everything below
 #   scripts/test-services.sh postgres   # only the PostgreSQL store conformance suite
 #   scripts/test-services.sh tryton     # only the adapter against a real trytond 8.0
+#   scripts/test-services.sh alerts     # only alert e-mail to a real SMTP server (aiosmtpd)
+#   scripts/test-services.sh browser    # only the web page in a real headless Chromium
 #
 # Installs what is missing (Debian packages, PyPI), starts what is not running, and stops
 # only what it started. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want="${*:-postgres tryton}"
+want="${*:-postgres tryton alerts browser}"
 started=()
 cleanup() {
   for s in "${started[@]}"; do
@@ -36,7 +38,10 @@ run_postgres() {
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
   echo "== store and inbox conformance on PostgreSQL"
   TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/$db" \
-    cargo test --test store --test webhooks -- --nocapture postgres_
+    cargo test --test store --test webhooks --test views -- --nocapture postgres_
+  echo "== alerts (incidents, notices) on PostgreSQL: one database per test, omnisync_alerts_*"
+  OMNISYNC_TEST_ALERTS_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/postgres" \
+    cargo test -p omnisync --test alerts
 }
 
 run_tryton() {
@@ -52,11 +57,36 @@ run_tryton() {
     cargo test -p omnisync-tryton --test real_trytond -- --nocapture
 }
 
+run_alerts() {
+  # aiosmtpd from PyPI into a venv under target/; the test starts and stops the server.
+  local venv=target/alerts-venv
+  if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    echo "== installing aiosmtpd (PyPI) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q aiosmtpd
+  fi
+  echo "== alert e-mail over SMTP to a real aiosmtpd"
+  OMNISYNC_TEST_AIOSMTPD_PYTHON="$PWD/$venv/bin/python" \
+    cargo test -p omnisync --test alerts -- --nocapture smtp_
+}
+
+run_browser() {
+  if ! command -v chromium >/dev/null; then
+    echo "== installing Chromium (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  echo "== the web page in headless Chromium (screenshot: target/test-output/dashboard.png)"
+  OMNISYNC_CHROMIUM="$(command -v chromium)" \
+    cargo test -p omnisync --test browser -- --nocapture
+}
+
 for w in $want; do
   case "$w" in
     postgres) run_postgres ;;
     tryton) run_tryton ;;
-    *) echo "unknown suite $w (postgres, tryton)"; exit 2 ;;
+    alerts) run_alerts ;;
+    browser) run_browser ;;
+    *) echo "unknown suite $w (postgres, tryton, alerts, browser)"; exit 2 ;;
   esac
 done
 echo "services suites passed: $want"

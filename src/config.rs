@@ -91,10 +91,28 @@ pub struct DaemonSection {
     /// How long sold units stay reserved when the source never books the sale.
     #[serde(default = "default_reservation_timeout")]
     pub reservation_timeout_secs: u64,
+    /// On SIGTERM, how long pushes in flight may take to finish before the daemon exits
+    /// anyway (queued corrections stay in the outbox). Keep it below the unit's
+    /// `TimeoutStopSec=`.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_secs: u64,
+    /// How many days of history (runs, closed drift, push log, observed changes, processed
+    /// webhooks, released reservations, resolved dead letters) are kept (default 90). Open
+    /// drift, queued or held corrections and open dead letters are never deleted.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+fn default_retention_days() -> u64 {
+    90
 }
 
 fn default_reservation_timeout() -> u64 {
     3600
+}
+
+fn default_drain_timeout() -> u64 {
+    30
 }
 
 impl Default for DaemonSection {
@@ -106,6 +124,8 @@ impl Default for DaemonSection {
             outbox: OutboxSection::default(),
             http: HttpSection::default(),
             reservation_timeout_secs: default_reservation_timeout(),
+            drain_timeout_secs: default_drain_timeout(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -178,6 +198,12 @@ pub struct HttpSection {
     /// milliseconds (default 50).
     #[serde(default = "default_coalesce")]
     pub coalesce_ms: u64,
+    /// Bearer token guarding the web page and `/api/v1` (a secret reference such as
+    /// `credential:dashboard-token`). Required when `listen` is not a loopback address;
+    /// once set, every page and API request must carry it (`/healthz`, `/readyz` and the
+    /// webhooks, which check their own signatures, stay open).
+    #[serde(default)]
+    pub token: Option<omnisync_sdk::SecretRef>,
 }
 
 impl Default for HttpSection {
@@ -186,6 +212,7 @@ impl Default for HttpSection {
             listen: default_listen(),
             body_limit_bytes: default_body_limit(),
             coalesce_ms: default_coalesce(),
+            token: None,
         }
     }
 }
@@ -305,6 +332,8 @@ struct RawConfig {
     #[serde(default)]
     promotions: Vec<RawPromotion>,
     connectors: BTreeMap<String, RawConnector>,
+    #[serde(default)]
+    alerts: crate::alerts::config::RawAlerts,
 }
 
 /// Guards that hold a correction for approval.
@@ -356,6 +385,8 @@ pub struct Config {
     pub promotions: Vec<Promotion>,
     /// Connectors in id order.
     pub connectors: Vec<ConnectorConfig>,
+    /// `[alerts]`: rules and notifiers.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Config {
@@ -537,6 +568,12 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     {
         c.push("daemon.database", "expected sqlite://PATH or postgres://…");
     }
+    if !(1..=36_500).contains(&raw.daemon.retention_days) {
+        c.push(
+            "daemon.retention_days",
+            "must be between 1 and 36500 (days of history to keep)",
+        );
+    }
     if raw.daemon.outbox.max_attempts < 1 {
         c.push("daemon.outbox.max_attempts", "must be at least 1");
     }
@@ -548,6 +585,27 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 raw.daemon.http.listen
             ),
         );
+    }
+    match &raw.daemon.http.token {
+        Some(token) => {
+            if let Err(e) = token.resolve() {
+                c.push("daemon.http.token", e.to_string());
+            }
+        }
+        None => {
+            if let Ok(addr) = raw.daemon.http.listen_addr()
+                && !addr.ip().is_loopback()
+            {
+                c.push(
+                    "daemon.http.token",
+                    format!(
+                        "required when daemon.http.listen ({addr}) is not a loopback address: \
+                         the web page and /api/v1 must not be open to the network \
+                         (e.g. token = \"credential:dashboard-token\")"
+                    ),
+                );
+            }
+        }
     }
     if raw.daemon.http.body_limit_bytes < 1 {
         c.push("daemon.http.body_limit_bytes", "must be at least 1");
@@ -853,6 +911,13 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
 
+    // [alerts]: rules and notifiers (validated in crate::alerts::config).
+    let connector_ids = raw.connectors.keys().cloned().collect();
+    let (alerts, alert_problems) = crate::alerts::config::validate(&raw.alerts, &connector_ids);
+    for (key, reason) in alert_problems {
+        c.push(key, reason);
+    }
+
     match (
         c.problems.is_empty(),
         reconcile_schedule,
@@ -871,6 +936,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             fx,
             promotions,
             connectors,
+            alerts,
         }),
         _ => Err(ConfigError {
             file: file.to_path_buf(),
