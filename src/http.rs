@@ -5,12 +5,15 @@
 //! | `POST /webhooks/{connector_id}` | a delivery, checked and stored in the durable inbox ([`crate::inbox`]) |
 //! | `GET /webhooks/{connector_id}` | the provider's subscription handshake ([`WebhookHandler::handshake`]) |
 //! | `GET /healthz` | `200 ok` while the process runs |
+//! | `GET /`, pages, `GET /api/v1/…` | the read-only web page and JSON API ([`crate::web`]), behind `daemon.http.token` |
+//! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //! | `GET /readyz` | `200 ready` once the store is open and the first reconcile pass finished; `503` with the reason before (and while stopping) |
 //!
 //! A delivery goes through these steps, in this order, and nothing is stored before the
 //! signature passed:
 //!
-//! 1. unknown connector id, or a connector without webhooks → `404`;
+//! 1. unknown connector id, or a connector without webhooks → `404`; the daemon is
+//!    shutting down → `503` with `Retry-After` (nothing stored);
 //! 2. body over `daemon.http.body_limit_bytes` → `413` (axum's own body limit);
 //! 3. [`WebhookHandler::verify`] over the raw body fails → `401`;
 //! 4. the event id: the provider's, or SHA-256 of connector + body when it has none;
@@ -78,6 +81,11 @@ impl Readiness {
         self.0.store(STOPPING, Ordering::Release);
     }
 
+    /// Whether the daemon is shutting down (the webhook intake answers 503).
+    pub fn is_stopping(&self) -> bool {
+        self.0.load(Ordering::Acquire) == STOPPING
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire) == READY
@@ -112,12 +120,16 @@ pub struct HttpState {
 /// The routes, with the body limit applied.
 pub fn router(state: HttpState) -> Router {
     let limit = state.body_limit;
+    let web = crate::web::router(state.engine.clone());
     Router::new()
         .route("/webhooks/{connector_id}", get(handshake).post(receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+        // The read-only page and /api/v1 (crate::web), behind daemon.http.token.
+        .merge(web)
 }
 
 /// Serves `router` on `listener` until `stop`, then finishes the requests in progress.
@@ -129,6 +141,32 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
+}
+
+/// Prometheus text exposition ([`crate::metrics`]).
+async fn metrics(State(s): State<HttpState>) -> Response {
+    match crate::metrics::render(s.engine.store()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "could not read the metrics from the store"
+            );
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not read the store",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -169,6 +207,12 @@ async fn handshake(
             "this connector has no subscription handshake",
         )
             .into_response(),
+        Some(Ok(answer)) if answer.starts_with('{') => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            answer,
+        )
+            .into_response(),
         Some(Ok(answer)) => (StatusCode::OK, answer).into_response(),
         Some(Err(WebhookError::Unauthorized(reason))) => {
             tracing::warn!(connector = %id, reason = %reason, "webhook handshake refused");
@@ -185,11 +229,22 @@ async fn receive(State(s): State<HttpState>, Path(id): Path<String>, req: Reques
     let Some(handler) = handler_of(&s, &id) else {
         return not_found(&s);
     };
+    if s.readiness.is_stopping() {
+        crate::metrics::webhook(&id, "refused_stopping");
+        // Not stored: the provider delivers again later, to this daemon's successor.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "30")],
+            "shutting down; deliver again later",
+        )
+            .into_response();
+    }
     let headers = headers_from(req.headers());
     let body = match Bytes::from_request(req, &()).await {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             WebhookStats::bump(&s.stats.too_large);
+            crate::metrics::webhook(&id, "too_large");
             tracing::warn!(connector = %id, limit = s.body_limit, "webhook body too large; refused");
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -205,8 +260,11 @@ async fn receive(State(s): State<HttpState>, Path(id): Path<String>, req: Reques
             return rejection.into_response();
         }
     };
+    // A connector that verifies with fetched keys (eBay) gets them first.
+    handler.prepare(&headers).await;
     if let Err(e) = handler.verify(&headers, &body) {
         WebhookStats::bump(&s.stats.unauthorized);
+        crate::metrics::webhook(&id, "unauthorized");
         tracing::warn!(connector = %id, reason = %e, "webhook refused: signature check failed");
         return (StatusCode::UNAUTHORIZED, "signature check failed").into_response();
     }
@@ -236,17 +294,20 @@ async fn receive(State(s): State<HttpState>, Path(id): Path<String>, req: Reques
     match s.engine.store().inbox_insert(&delivery).await {
         Ok(None) => {
             WebhookStats::bump(&s.stats.duplicates);
+            crate::metrics::webhook(&id, "duplicate");
             tracing::debug!(connector = %id, event_id = %event_id, "webhook redelivered; already stored");
             (StatusCode::OK, "duplicate").into_response()
         }
         Ok(Some(row)) if status == InboxStatus::Pending => {
             WebhookStats::bump(&s.stats.accepted);
+            crate::metrics::webhook(&id, "accepted");
             tracing::debug!(connector = %id, event_id = %event_id, row, topic = ?topic, "webhook stored");
             s.wake.notify_one();
             (StatusCode::OK, "accepted").into_response()
         }
         Ok(Some(row)) => {
             WebhookStats::bump(&s.stats.rejected);
+            crate::metrics::webhook(&id, "rejected");
             let reason = reason.unwrap_or_default();
             tracing::warn!(connector = %id, event_id = %event_id, row, reason = %reason, "signed webhook not understood; stored as rejected");
             (StatusCode::BAD_REQUEST, reason).into_response()

@@ -12,19 +12,27 @@
 //! - [`engine`]: the reconcile pass that ties them together;
 //! - [`reservations`]: orders in flight (sold units held off every other channel);
 //! - [`report`]: run reports as table, JSON, CSV;
+//! - [`views`]: the operators' read models (open drift, one item everywhere, consistency
+//!   over time, overview), shared by the CLI and the web side; HTML reports; retention;
 //! - [`inbox`]: the durable webhook inbox and the processor that turns deliveries into
 //!   scoped reconcile passes;
+//! - [`metrics`]: Prometheus metrics at `/metrics` (bounded labels: no SKUs);
 //! - [`http`]: the HTTP server — webhooks, `/healthz`, `/readyz`;
 //! - [`daemon`]: `omnisync run` — schedules, signals, systemd notify, the HTTP server;
 //! - [`demo`]: `omnisync demo` and `omnisync sim` — simulators + a real engine;
 //! - [`telemetry`]: logging (human or JSON, `RUST_LOG`).
+//! - [`alerts`]: alert rules, incidents (open → resolved, cooldown) and notifiers
+//!   (JSON webhook, Slack, SMTP);
+//! - [`web`]: the read-only web page and the JSON API `/api/v1` (OpenAPI), token-guarded.
 
+pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod inbox;
+pub mod metrics;
 pub mod outbox;
 pub mod planner;
 pub mod registry;
@@ -33,3 +41,5 @@ pub mod reservations;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+pub mod views;
+pub mod web;
