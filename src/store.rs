@@ -163,6 +163,8 @@ pub struct DeadLetter {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The webhook inbox's group-commit writer, started on first use.
+    inbox_writer: std::sync::Arc<std::sync::OnceLock<crate::inbox::writer::Writer>>,
 }
 
 /// Appends `($n, $n+1, …)` groups (only placeholders: the one kind of dynamic SQL here,
@@ -239,7 +241,11 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            inbox_writer: Default::default(),
+        })
     }
 
     /// Dynamic SQL (generated placeholder lists) for this backend. The text uses `$N`
@@ -269,6 +275,13 @@ impl Store {
             }
         }
         AssertSqlSafe(out)
+    }
+
+    /// The inbox writer (started on the current runtime at first use).
+    pub(crate) fn inbox_writer(&self) -> &crate::inbox::writer::Writer {
+        self.inbox_writer.get_or_init(|| {
+            crate::inbox::writer::Writer::start(self.pool.clone(), self.backend)
+        })
     }
 
     /// Which backend this is.

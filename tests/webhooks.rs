@@ -5,7 +5,7 @@
 //! its webhooks with HMAC-SHA256), so these tests depend only on the SDK's traits. Nothing
 //! here asserts on timing: waits poll for a state with a generous deadline.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -245,6 +245,7 @@ fn config_text(database: &str, http: &str) -> String {
 [daemon]
 database = "{database}"
 reconcile_schedule = "0 0 1 1 *"
+drain_timeout_secs = 1
 {http}
 
 [canonical]
@@ -741,6 +742,51 @@ async fn healthz_answers_at_once_and_readyz_after_the_first_pass() {
     d.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_answers_503_and_the_drain_deadline_ends_a_stuck_pass_losing_nothing() {
+    let (env, _gate) = env(true).await;
+    let d = daemon(&env).await;
+    let addr = d.local_addr();
+    // Taken while running; the first pass is stuck at the ERP read (the gate never opens).
+    let early = r#"{"topic":"products/update","skus":["SKU-1"]}"#;
+    assert_eq!(deliver(addr, early, Some("early")).await.0, 200);
+    let ready = d.readiness().clone();
+    let stopping = tokio::spawn(d.shutdown());
+    assert!(common_eventually(|| ready.is_stopping()).await);
+    // While draining, deliveries are refused (the provider retries later) and not stored.
+    let (status, body) = deliver(
+        addr,
+        r#"{"topic":"products/update","skus":["SKU-2"]}"#,
+        Some("late"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        request(addr, "GET", "/readyz", &[], b"").await,
+        (503, "stopping".into())
+    );
+    // The stuck pass is abandoned at daemon.drain_timeout_secs (1 s here) and the daemon
+    // stops; what was taken in stays pending for the next start.
+    stopping.await.unwrap();
+    let rows = inbox(&env.store).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].event_id.as_str(), rows[0].status.as_str()),
+        ("early", "pending")
+    );
+}
+
+/// Polls `check` until it holds (bounded).
+async fn common_eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 // ---- the processor ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1072,6 +1118,40 @@ async fn inbox_conformance(store: Store, connector: &str) {
         ids[0].refs.get("variant_id").map(String::as_str),
         Some("V-1")
     );
+
+    // A burst, each event delivered twice at once: the deliveries are written in groups
+    // (one transaction each), every event is stored exactly once, and every request learns
+    // whether its row is new.
+    let events: Vec<String> = (0..300).map(|i| format!("burst-{i}")).collect();
+    let inserts = events.iter().chain(events.iter()).map(|e| {
+        let store = store.clone();
+        let headers = headers.clone();
+        async move {
+            store
+                .inbox_insert(&NewDelivery {
+                    connector,
+                    event_id: e,
+                    topic: None,
+                    received_at: 2_000,
+                    headers: &headers,
+                    body: "{}",
+                    status: InboxStatus::Pending,
+                    reason: None,
+                })
+                .await
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(inserts).await;
+    let stored: HashSet<i64> = answers.iter().flatten().copied().collect();
+    assert_eq!(stored.len(), 300, "each event stored once");
+    assert_eq!(answers.iter().filter(|a| a.is_none()).count(), 300);
+    let pending = store.inbox_pending(10_000).await.unwrap();
+    let burst = pending
+        .iter()
+        .filter(|r| r.connector == connector && r.event_id.starts_with("burst-"))
+        .count();
+    assert_eq!(burst, 300);
 }
 
 #[tokio::test]

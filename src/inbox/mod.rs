@@ -2,7 +2,8 @@
 //!
 //! The HTTP server ([`crate::http`]) stores every delivery whose signature passed in the
 //! `webhook_inbox` table *before* answering 2xx, one row per (connector, event id), so a
-//! redelivery is answered but never stored twice. The [`Processor`] then claims `pending`
+//! redelivery is answered but never stored twice. Deliveries arriving together are
+//! written in one transaction ([`writer`]: group commit). The [`Processor`] then claims `pending`
 //! rows in id order, asks the connector what they are about ([`WebhookHandler::parse`]),
 //! maps the ids they name to SKUs through the `bindings` table, collects SKUs for a short
 //! window (`daemon.http.coalesce_ms`) so a burst goes in one pass, and runs one scoped
@@ -32,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, Scope};
 use crate::outbox::now_ms;
 use crate::store::{Store, StoreError};
+
+pub(crate) mod writer;
 
 /// Rows claimed per pass at most.
 const BATCH: i64 = 1000;
@@ -259,24 +262,18 @@ impl Store {
     pub async fn inbox_insert(&self, d: &NewDelivery<'_>) -> Result<Option<i64>, StoreError> {
         let headers =
             serde_json::to_string(&stored_headers(d.headers)).unwrap_or_else(|_| "{}".into());
-        let row = sqlx::query(
-            "INSERT INTO webhook_inbox (connector, event_id, topic, received_at, headers, body, status, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (connector, event_id) DO NOTHING RETURNING id",
-        )
-        .bind(d.connector)
-        .bind(d.event_id)
-        .bind(d.topic)
-        .bind(d.received_at)
-        .bind(headers)
-        .bind(d.body)
-        .bind(d.status.as_str())
-        .bind(d.reason)
-        .fetch_optional(self.pool())
-        .await;
-        let row = db(row, "storing a webhook delivery")?;
-        row.map(|r| db(r.try_get::<i64, _>(0), "reading the inbox row id"))
-            .transpose()
+        self.inbox_writer()
+            .insert(writer::Delivery {
+                connector: d.connector.to_string(),
+                event_id: d.event_id.to_string(),
+                topic: d.topic.map(str::to_string),
+                received_at: d.received_at,
+                headers,
+                body: d.body.to_string(),
+                status: d.status.as_str(),
+                reason: d.reason.map(str::to_string),
+            })
+            .await
     }
 
     /// Up to `limit` `pending` rows, oldest first.
