@@ -7,13 +7,17 @@
 //! ([`crate::http`], `daemon.http.listen`) takes webhooks into the durable inbox and the
 //! inbox processor ([`crate::inbox::Processor`]) turns them into scoped passes; `/readyz`
 //! answers 200 once the first full pass has finished. Tells systemd `READY=1` once the
-//! store is migrated, connectors are built and the listener is bound, pings the watchdog
-//! from the scheduler's heartbeat, and on SIGTERM/SIGINT finishes the pass in progress,
-//! says `STOPPING=1` and exits.
+//! store is migrated, connectors are built and checked and the listener is bound, pings
+//! the watchdog from the scheduler's heartbeat, and on SIGTERM/SIGINT answers webhooks
+//! with 503, finishes the pushes in flight within `daemon.drain_timeout_secs`, says
+//! `STOPPING=1` and exits 0; a second signal exits at once. Nothing queued is lost either
+//! way: the outbox is durable and a claimed correction stays queued until it is settled.
+//! With `OMNISYNC_TEST_HOOKS=1` in the environment, SIGUSR1 stops the heartbeat (a
+//! test-only trigger for the watchdog).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -90,9 +94,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping: finishing the pass in progress");
-    daemon.shutdown().await;
-    tracing::info!("stopped");
+    let deadline = daemon.config.daemon.drain_timeout_secs;
+    tracing::info!(
+        drain_timeout_secs = deadline,
+        "stopping: webhooks answered 503, finishing the pushes in flight; a second signal exits at once"
+    );
+    let again = shutdown_signal();
+    tokio::select! {
+        _ = daemon.shutdown() => tracing::info!("stopped"),
+        _ = again => tracing::warn!(
+            "second signal: exiting now; queued corrections stay in the outbox and are pushed after the next start"
+        ),
+    }
     Ok(())
 }
 
@@ -132,6 +145,8 @@ pub struct Daemon {
     config: Config,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
+    server_stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
     readiness: Arc<Readiness>,
     webhooks: Arc<WebhookStats>,
 }
@@ -152,18 +167,42 @@ impl Daemon {
         &self.webhooks
     }
 
-    /// Stops: `/readyz` turns 503, systemd hears `STOPPING=1`, the loops finish the pass in
-    /// progress and end, the server finishes the requests in progress.
+    /// Stops: `/readyz` and the webhook intake answer 503, systemd hears `STOPPING=1`, the
+    /// loops finish the pass in progress within `daemon.drain_timeout_secs` (after that
+    /// they are abandoned: claimed corrections were never taken off the outbox, so nothing
+    /// queued is lost), then the server finishes the requests in progress.
     pub async fn shutdown(mut self) {
         self.readiness.set_stopping();
         notify(&[NotifyState::Stopping]);
         self.halt().await;
     }
 
-    /// Ends the tasks (finishing the pass in progress) without telling systemd anything.
+    /// Ends the tasks (finishing the pass in progress, within the drain deadline) and then
+    /// the HTTP server, without telling systemd anything. Until the server stops, webhooks
+    /// are still taken into the inbox (or answered 503 when stopping).
     async fn halt(&mut self) {
         self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let deadline = Duration::from_secs(self.config.daemon.drain_timeout_secs);
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(
+                drain_timeout_secs = deadline.as_secs(),
+                "drain deadline passed: abandoning the pushes in flight; their corrections stay queued"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.server_stop.cancel();
+        if let Some(server) = self.server.take()
+            && let Err(e) = server.await
+        {
+            tracing::error!(error = %e, "the HTTP server task failed");
+        }
     }
 }
 
@@ -176,14 +215,17 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
         .local_addr()
         .context("reading the listen address")?;
     let stop = CancellationToken::new();
-    let heartbeat = Arc::new(AtomicI64::new(now_ms()));
+    let heartbeat = Arc::new(Heartbeat::new());
+    let server_stop = CancellationToken::new();
     let readiness = Arc::new(Readiness::new());
     let webhooks = Arc::new(WebhookStats::default());
     let wake = Arc::new(Notify::new());
     notify(&[NotifyState::Ready, NotifyState::Status("reconciling")]);
     readiness.first_pass();
 
+    crate::metrics::install();
     let mut tasks = tokio::task::JoinSet::new();
+    let server;
     // Full reconcile: once now, then on schedule.
     {
         let (engine, stop, beat, ready) = (
@@ -211,12 +253,12 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
             wake: wake.clone(),
             body_limit: engine.config().daemon.http.body_limit_bytes,
         });
-        let stop = stop.clone();
-        tasks.spawn(async move {
+        let stop = server_stop.clone();
+        server = Some(tokio::spawn(async move {
             if let Err(e) = crate::http::serve(listener, router, stop).await {
                 tracing::error!(error = %e, "the HTTP server failed; webhooks are not received");
             }
-        });
+        }));
     }
     // Inbox: stored deliveries → scoped passes.
     {
@@ -247,7 +289,7 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
         let (engine, stop, beat) = (engine.clone(), stop.clone(), heartbeat.clone());
         tasks.spawn(async move {
             while !stop.is_cancelled() {
-                beat.store(now_ms(), Ordering::Relaxed);
+                beat.beat();
                 if let Err(e) = engine.drain_due().await {
                     tracing::error!(error = %e, "outbox drain failed");
                 }
@@ -257,6 +299,44 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
                 }
             }
         });
+    }
+    // Retention (views): a minute after start, then once a day, delete history older than
+    // `daemon.retention_days`. Open drift, the outbox and open dead letters are never touched.
+    {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut wait = Duration::from_secs(60);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = Duration::from_secs(24 * 3600);
+                let now = crate::outbox::now_ms();
+                match crate::views::prune_retained(engine.store(), engine.config(), now).await {
+                    Ok(n) => tracing::info!(
+                        days = engine.config().daemon.retention_days,
+                        runs = n.runs,
+                        drift_history = n.drift_history,
+                        push_log = n.push_log,
+                        item_events = n.item_events,
+                        webhook_inbox = n.webhook_inbox,
+                        "pruned history"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "pruning history failed"),
+                }
+            }
+        });
+    }
+    // Alerts: evaluate the rules every `alerts.evaluate_every_secs` and notify (state in
+    // the store, so a restart or a reload re-sends nothing). No rules, no task.
+    if !engine.config().alerts.rules.is_empty() {
+        let alerter = crate::alerts::Alerter::new(
+            &engine.config().alerts,
+            engine.store().clone(),
+            Some(webhooks.clone()),
+        );
+        tasks.spawn(alerter.run(stop.clone()));
     }
     // Watchdog: ping only while the loops are alive.
     if let Some(timeout) = sd_notify::watchdog_enabled() {
@@ -268,7 +348,7 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(period) => {}
                 }
-                let age = now_ms() - beat.load(Ordering::Relaxed);
+                let age = beat.age_ms();
                 if age < timeout.as_millis() as i64 * 4 {
                     notify(&[NotifyState::Watchdog]);
                 } else {
@@ -281,18 +361,75 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
         });
     }
 
+    // Test-only: with OMNISYNC_TEST_HOOKS=1, SIGUSR1 stops the heartbeat as a stuck
+    // scheduler would, so a test can watch systemd's watchdog restart the daemon.
+    if std::env::var("OMNISYNC_TEST_HOOKS").as_deref() == Ok("1") {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                let (stop, beat) = (stop.clone(), heartbeat.clone());
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = usr1.recv() => {
+                            tracing::warn!("test hook: SIGUSR1 stopped the scheduler heartbeat");
+                            beat.freeze();
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "test hook: cannot listen for SIGUSR1"),
+        }
+    }
+
     Ok(Daemon {
         addr,
         config: engine.config().clone(),
         stop,
         tasks,
+        server_stop,
+        server,
         readiness,
         webhooks,
     })
 }
 
-async fn pass(engine: &Engine, scope: &Scope, beat: &AtomicI64) {
-    beat.store(now_ms(), Ordering::Relaxed);
+/// The scheduler's heartbeat: every loop beats it, and the watchdog pings systemd only
+/// while it is fresh, so a stuck scheduler gets the daemon restarted.
+#[derive(Debug)]
+struct Heartbeat {
+    at: AtomicI64,
+    frozen: AtomicBool,
+}
+
+impl Heartbeat {
+    fn new() -> Heartbeat {
+        Heartbeat {
+            at: AtomicI64::new(now_ms()),
+            frozen: AtomicBool::new(false),
+        }
+    }
+
+    /// A loop is alive now.
+    fn beat(&self) {
+        if !self.frozen.load(Ordering::Relaxed) {
+            self.at.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds since the last beat.
+    fn age_ms(&self) -> i64 {
+        now_ms() - self.at.load(Ordering::Relaxed)
+    }
+
+    /// Beats are ignored from now on (the test hook).
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn pass(engine: &Engine, scope: &Scope, beat: &Heartbeat) {
+    beat.beat();
     match engine.reconcile(scope).await {
         Ok(r) => {
             for c in &r.channels {
@@ -314,7 +451,7 @@ async fn pass(engine: &Engine, scope: &Scope, beat: &AtomicI64) {
             notify(&[NotifyState::Status(&format!("last pass failed: {e}"))]);
         }
     }
-    beat.store(now_ms(), Ordering::Relaxed);
+    beat.beat();
 }
 
 /// What `systemctl status` shows after a pass, e.g. "4 connectors, 0 failing; run 12
@@ -341,7 +478,7 @@ fn status_line(r: &crate::report::RunReport) -> String {
 async fn scheduled<F, Fut>(
     schedule: &Schedule,
     stop: &CancellationToken,
-    beat: &AtomicI64,
+    beat: &Heartbeat,
     mut job: F,
 ) where
     F: FnMut() -> Fut,
@@ -357,7 +494,7 @@ async fn scheduled<F, Fut>(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(nap) => {}
         }
-        beat.store(now_ms(), Ordering::Relaxed);
+        beat.beat();
         if nap == wait {
             job().await;
         }
@@ -370,7 +507,8 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGINT or SIGTERM (also used by `omnisync demo --serve`).
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
