@@ -237,10 +237,9 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
         let schedule = engine.config().reconcile_schedule.clone();
         tasks.spawn(async move {
             let full = Scope::default();
+            // The pass has already put its figures in STATUS=.
             pass(&engine, &full, &beat).await;
-            if ready.set_ready() {
-                notify(&[NotifyState::Status("ready")]);
-            }
+            ready.set_ready();
             scheduled(&schedule, &stop, &beat, || pass(&engine, &full, &beat)).await;
         });
     }

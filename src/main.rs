@@ -1,4 +1,5 @@
-//! The `omnisync` command line: `run`, `check-config`, `reconcile`, `report`, `sim`, `demo`.
+//! The `omnisync` command line: `run`, `check-config`, `reconcile`, `report`, `drift`,
+//! `item`, `prune`, `sim`, `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +11,14 @@ use omnisync::engine::{Engine, Scope};
 use omnisync::report::RunReport;
 use omnisync::store::Store;
 
+mod generate;
+
 #[derive(Parser)]
 #[command(
     name = "omnisync",
-    version,
+    // The build (commit, dirty mark, date, profile): build.rs.
+    version = env!("OMNISYNC_VERSION"),
+    long_version = include_str!(concat!(env!("OUT_DIR"), "/long_version.txt")),
     about = "Keeps prices and stock consistent across ERP, webshops, marketplaces and social catalogs."
 )]
 struct Cli {
@@ -38,6 +43,15 @@ enum Format {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+    /// One self-contained page (inline CSS and SVG).
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -70,7 +84,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Show a recorded run.
+    /// Show a recorded run (table, JSON, CSV, or a self-contained HTML page).
     Report {
         #[command(flatten)]
         config: ConfigArg,
@@ -79,7 +93,53 @@ enum Command {
         run: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// List open drift: desired, observed, last pushed, cause and age, oldest first.
+    Drift {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only this cause (source_changed, channel_edit, order_in_flight, write_failed,
+        /// write_no_op, mapping, unknown).
+        #[arg(long)]
+        cause: Option<String>,
+        /// Only this field (offer, stock, listing, orphan).
+        #[arg(long)]
+        field: Option<String>,
+        /// Only drift open at least this long (e.g. 90s, 15m, 2h, 1d).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = omnisync::views::DEFAULT_DRIFT_LIMIT)]
+        limit: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// One item everywhere: where the customer can get it, stock per location, prices per
+    /// channel, orders in flight, open drift with its cause, and its timeline.
+    Item {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The SKU.
+        sku: String,
+        /// Output format (table or json).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Delete history older than `daemon.retention_days` now (the daemon does it daily).
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Keep this many days instead of `daemon.retention_days`.
+        #[arg(long)]
+        days: Option<u64>,
     },
     /// List the corrections held for approval on a channel, or release them for pushing.
     Approve {
@@ -133,7 +193,15 @@ enum Command {
         /// Give up after this many passes.
         #[arg(long, default_value_t = 8)]
         max_passes: usize,
+        /// After converging, keep the daemon and the simulators running with the web page,
+        /// the JSON API, /healthz and /readyz on this address (e.g. 127.0.0.1:8080) until
+        /// SIGINT or SIGTERM.
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<std::net::SocketAddr>,
     },
+    /// Write the man pages or shell completions generated from this CLI (packaging).
+    #[command(hide = true, subcommand)]
+    Generate(generate::Generate),
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -166,6 +234,9 @@ async fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Generate(what) => {
+            generate::run(<Cli as clap::CommandFactory>::command(), &what)?;
+        }
         Command::Run(c) => {
             let config = match load(&c.config) {
                 Ok(c) => c,
@@ -184,6 +255,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{}: connectors.{}: {e}", cfg.file.display(), c.id);
                     return Ok(ExitCode::from(2));
                 }
+            }
+            let unreadable = omnisync::alerts::check_secrets(&cfg.alerts);
+            for (key, reason) in &unreadable {
+                eprintln!("{}: {key}: {reason}", cfg.file.display());
+            }
+            if !unreadable.is_empty() {
+                return Ok(ExitCode::from(2));
             }
             if connect {
                 omnisync::telemetry::init("human");
@@ -238,6 +316,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             run,
             format,
+            output,
         } => {
             let cfg = match load(&config.config) {
                 Ok(c) => c,
@@ -261,7 +340,109 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report: RunReport =
                 serde_json::from_str(&json).context("reading the stored report")?;
-            print_report(&report, format)?;
+            let text = match format {
+                ReportFormat::Table => report.table(),
+                ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Csv => report.csv()?,
+                ReportFormat::Html => {
+                    let now = omnisync::outbox::now_ms();
+                    let series = omnisync::views::consistency_series(&store, None, 50).await?;
+                    let filter = omnisync::views::DriftFilter {
+                        limit: Some(500),
+                        ..Default::default()
+                    };
+                    let drift = omnisync::views::open_drift(&store, &filter, now).await?;
+                    let at = omnisync::views::rfc3339(now);
+                    omnisync::views::report_html(&report, &series, &drift, &at)?
+                }
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+        Command::Drift {
+            config,
+            channel,
+            cause,
+            field,
+            older_than,
+            limit,
+            format,
+        } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let filter = omnisync::views::DriftFilter {
+                channel,
+                cause,
+                field,
+                older_than_ms: older_than
+                    .as_deref()
+                    .map(omnisync::views::parse_duration)
+                    .transpose()
+                    .context("--older-than")?,
+                limit: Some(limit),
+                sku: None,
+            };
+            filter.check(Some(&cfg))?;
+            let store = Store::open(&cfg.daemon.database).await?;
+            let rows =
+                omnisync::views::open_drift(&store, &filter, omnisync::outbox::now_ms()).await?;
+            match format {
+                Format::Table => print!("{}", omnisync::views::drift_table(&rows)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Csv => print!("{}", omnisync::views::drift_csv(&rows)?),
+            }
+        }
+        Command::Item {
+            config,
+            sku,
+            format,
+        } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if matches!(format, Format::Csv) {
+                anyhow::bail!("--format csv: an item has no single table; use table or json");
+            }
+            let store = Store::open(&cfg.daemon.database).await?;
+            let Some(view) = omnisync::views::item(&store, &cfg, &sku).await? else {
+                eprintln!("no item {sku:?} in {}", cfg.daemon.database);
+                return Ok(ExitCode::FAILURE);
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                _ => print!("{}", omnisync::views::item_table(&view)),
+            }
+        }
+        Command::Prune { config, days } => {
+            let mut cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(d) = days {
+                anyhow::ensure!(d >= 1, "--days {d}: must be at least 1");
+                cfg.daemon.retention_days = d;
+            }
+            let store = Store::open(&cfg.daemon.database).await?;
+            let n =
+                omnisync::views::prune_retained(&store, &cfg, omnisync::outbox::now_ms()).await?;
+            println!(
+                "kept {} days; deleted {} runs, {} closed drift, {} push log rows, {} observed changes, \
+                 {} webhook deliveries, {} released reservations, {} resolved dead letters",
+                cfg.daemon.retention_days,
+                n.runs,
+                n.drift_history,
+                n.push_log,
+                n.item_events,
+                n.webhook_inbox,
+                n.reservations,
+                n.dead_letters
+            );
         }
         Command::Approve {
             config,
@@ -345,17 +526,18 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             dir,
             max_passes,
+            serve,
         } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 omnisync::telemetry::init("human");
             }
-            let outcome = omnisync::demo::run(omnisync::demo::DemoOptions {
+            let options = omnisync::demo::DemoOptions {
                 skus,
                 json,
                 dir,
                 max_passes,
-            })
-            .await?;
+            };
+            let outcome = omnisync::demo::run_and_serve(options, serve).await?;
             if !outcome.converged {
                 return Ok(ExitCode::FAILURE);
             }
