@@ -279,9 +279,8 @@ impl Store {
 
     /// The inbox writer (started on the current runtime at first use).
     pub(crate) fn inbox_writer(&self) -> &crate::inbox::writer::Writer {
-        self.inbox_writer.get_or_init(|| {
-            crate::inbox::writer::Writer::start(self.pool.clone(), self.backend)
-        })
+        self.inbox_writer
+            .get_or_init(|| crate::inbox::writer::Writer::start(self.pool.clone(), self.backend))
     }
 
     /// Which backend this is.

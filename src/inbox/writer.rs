@@ -1,5 +1,5 @@
 //! Group commit for the webhook inbox: one writer per store takes every delivery waiting
-//! to be stored and writes them in one transaction, so a burst of webhooks costs one commit
+//! to be stored and writes them with one statement in one transaction, so a burst of webhooks costs one commit
 //! (and, on SQLite, one fsync) instead of one each, and requests never queue for SQLite's
 //! write lock. Each request is answered only after the transaction holding its row has
 //! committed, so "stored before the 2xx" still holds row by row.
@@ -10,6 +10,8 @@
 //! by one, so one bad row never sinks the others.
 
 use sqlx::AnyConnection;
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,9 +70,37 @@ impl Writer {
     }
 }
 
-const INSERT: &str = "INSERT INTO webhook_inbox (connector, event_id, topic, received_at, headers, body, status, reason) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (connector, event_id) DO NOTHING RETURNING id";
+/// The columns written, in bind order.
+const COLUMNS: usize = 8;
+
+/// `INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING RETURNING id, event_id` for `rows`
+/// rows. Only placeholders are generated (`?` on SQLite, which binds them in O(n), `$n` on
+/// PostgreSQL), which is what makes `AssertSqlSafe` sound here.
+fn insert_sql(backend: Backend, rows: usize) -> sqlx::AssertSqlSafe<String> {
+    let mut sql = String::from(
+        "INSERT INTO webhook_inbox (connector, event_id, topic, received_at, headers, body, status, reason) VALUES ",
+    );
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..COLUMNS {
+            if c > 0 {
+                sql.push(',');
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (connector, event_id) DO NOTHING RETURNING id, connector, event_id");
+    sqlx::AssertSqlSafe(sql)
+}
 
 async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<AnyConnection> = None;
@@ -95,7 +125,7 @@ async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>)
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match write_group(c, &group).await {
+        match write_group(c, backend, &group).await {
             Ok(ids) => {
                 for (job, id) in group.drain(..).zip(ids) {
                     answer(job, Ok(id));
@@ -104,7 +134,7 @@ async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>)
             Err(e) => {
                 tracing::warn!(error = %e, rows = group.len(), "inbox group commit failed; storing its rows one by one");
                 for job in group.drain(..) {
-                    let one = write_group(c, std::slice::from_ref(&job)).await;
+                    let one = write_group(c, backend, std::slice::from_ref(&job)).await;
                     answer(job, one.map(|ids| ids.into_iter().next().flatten()));
                 }
                 // A broken connection is replaced on the next group.
@@ -133,13 +163,30 @@ async fn connect(pool: &sqlx::AnyPool, backend: Backend) -> Result<AnyConnection
     Ok(c)
 }
 
-async fn write_group(c: &mut AnyConnection, group: &[Job]) -> Result<Vec<Option<i64>>, StoreError> {
+/// Writes a group in one statement and one transaction; for each job its new row id, or
+/// `None` when its (connector, event id) was stored before or earlier in the same group.
+async fn write_group(
+    c: &mut AnyConnection,
+    backend: Backend,
+    group: &[Job],
+) -> Result<Vec<Option<i64>>, StoreError> {
     let context = "storing webhook deliveries";
-    let mut tx = Connection::begin(c).await.map_err(|s| db(context, s))?;
-    let mut ids = Vec::with_capacity(group.len());
-    for job in group {
-        let r = &job.row;
-        let row = sqlx::query(INSERT)
+    // The first of a group's copies of an event is the one written.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = group
+        .iter()
+        .map(|j| seen.insert((j.row.connector.as_str(), j.row.event_id.as_str())))
+        .collect();
+    let rows: Vec<&Delivery> = group
+        .iter()
+        .zip(&first)
+        .filter(|(_, f)| **f)
+        .map(|(j, _)| &j.row)
+        .collect();
+    let sql = insert_sql(backend, rows.len());
+    let mut q = sqlx::query(sql);
+    for r in &rows {
+        q = q
             .bind(&r.connector)
             .bind(&r.event_id)
             .bind(r.topic.as_deref())
@@ -147,17 +194,30 @@ async fn write_group(c: &mut AnyConnection, group: &[Job]) -> Result<Vec<Option<
             .bind(&r.headers)
             .bind(&r.body)
             .bind(r.status)
-            .bind(r.reason.as_deref())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|s| db(context, s))?;
-        ids.push(match row {
-            Some(row) => Some(row.try_get::<i64, _>(0).map_err(|s| db(context, s))?),
-            None => None,
-        });
+            .bind(r.reason.as_deref());
     }
+    let mut tx = Connection::begin(c).await.map_err(|s| db(context, s))?;
+    let inserted = q.fetch_all(&mut *tx).await.map_err(|s| db(context, s))?;
     tx.commit().await.map_err(|s| db(context, s))?;
-    Ok(ids)
+    let mut ids: HashMap<(String, String), i64> = HashMap::with_capacity(inserted.len());
+    for row in inserted {
+        let id: i64 = row.try_get(0).map_err(|s| db(context, s))?;
+        let connector: String = row.try_get(1).map_err(|s| db(context, s))?;
+        let event: String = row.try_get(2).map_err(|s| db(context, s))?;
+        ids.insert((connector, event), id);
+    }
+    Ok(group
+        .iter()
+        .zip(first)
+        .map(|(j, first)| {
+            first
+                .then(|| {
+                    ids.get(&(j.row.connector.clone(), j.row.event_id.clone()))
+                        .copied()
+                })
+                .flatten()
+        })
+        .collect())
 }
 
 fn answer(job: Job, result: Answer) {
