@@ -10,9 +10,12 @@
 #   credentials    every secret comes from LoadCredential= (/etc/credstore), the connectors
 #                  authenticate with them, no secret value reaches the journal
 #   status         StatusText: "4 connectors, 0 failing; run N (full) at …: consistency …"
+#   journal        entries are journald-native, with structured fields (CONNECTOR=…)
 #   reload         a good config: SubState reload -> running, same MainPID, the new value
-#                  (a safety buffer) pushed; a broken one: refused by the daemon, which keeps
-#                  running on the old config and says so in StatusText; fixed again: reloads
+#                  (a safety buffer) pushed; a broken one: `systemctl reload` fails at
+#                  ExecReload=check-config, and a SIGHUP sent by hand is refused by the
+#                  daemon, which keeps running on the old config and says so in StatusText;
+#                  fixed again: reloads
 #   watchdog       the test-only trigger (OMNISYNC_TEST_HOOKS=1 + SIGUSR1) stops the
 #                  heartbeat: systemd kills it ('watchdog') and restarts it
 #   stop           with corrections queued (a simulator answers 429 Retry-After: 600) and
@@ -309,6 +312,14 @@ else
     fail "status: StatusText='$(prop StatusText)' after the first pass (want '4 connectors, 0 failing; run N (full) at HH:MM:SSZ: consistency …; N queued')"
 fi
 
+# Logs go to journald natively (JOURNAL_STREAM): fields, not text to be parsed.
+fields=$(c journalctl -u "$U" -o export --no-pager | grep -E '^(CONNECTOR|SYSLOG_IDENTIFIER)=' | sort -u | tr '\n' ' ')
+if [[ "$fields" == *"CONNECTOR=erp"* ]] && [[ "$fields" == *"SYSLOG_IDENTIFIER=omnisync"* ]]; then
+    pass "journal: native entries with structured fields (${fields:0:120}…)"
+else
+    fail "journal: no structured CONNECTOR= / SYSLOG_IDENTIFIER=omnisync fields (got: ${fields:0:200})"
+fi
+
 # --- 6. reload with a good config ------------------------------------------------------
 # marketplace safety_buffer 2 -> 5: the first pass on the new config takes 3 more units
 # off every marketplace listing. The ERP answers the reload's healthcheck after 1.5 s, so
@@ -343,12 +354,24 @@ say "reload with a broken config (marketplace rounding \"x.95\")"
 mkconfig 'connectors.marketplace/rounding="x.95"' >/dev/null
 mark=$(jlines)
 if c systemctl reload "$U"; then rc=0; else rc=$?; fi
+# ExecReload= runs `check-config --no-secrets` first: the reload job fails, the daemon never
+# hears of the broken file.
+if [ "$rc" != 0 ] && [ "$(prop MainPID)" = "$pid1" ] && [ "$(prop ActiveState)/$(prop SubState)" = active/running ] \
+    && jfrom "$mark" | grep -q 'connectors.marketplace.rounding'; then
+    pass "reload (broken config): systemctl reload failed (rc=$rc) at ExecReload=check-config, naming connectors.marketplace.rounding; still active/running, same MainPID"
+else
+    fail "reload (broken config): rc=$rc MainPID $(prop MainPID) (was $pid1) state $(prop ActiveState)/$(prop SubState)"
+    jfrom "$mark" | tail -n 20
+fi
+# A SIGHUP that bypasses ExecReload= (kill -HUP by hand): the daemon checks again itself.
+mark=$(jlines)
+c systemctl kill -s SIGHUP --kill-who=main "$U"
 refused() { [[ "$(prop StatusText)" == "reload refused, running on the previous config"* ]]; }
 if wait_for 15 refused && [ "$(prop MainPID)" = "$pid1" ] && [ "$(prop ActiveState)/$(prop SubState)" = active/running ] \
     && [[ "$(prop StatusText)" == *connectors.marketplace.rounding* ]]; then
-    pass "reload (broken config): refused, still active/running on the previous config, same MainPID; StatusText='$(prop StatusText | cut -c1-150)…'"
+    pass "reload (broken config, SIGHUP by hand): refused by the daemon, still active/running on the previous config, same MainPID; StatusText='$(prop StatusText | cut -c1-150)…'"
 else
-    fail "reload (broken config): rc=$rc StatusText='$(prop StatusText)' MainPID $(prop MainPID) (was $pid1) state $(prop ActiveState)/$(prop SubState)"
+    fail "reload (broken config, SIGHUP by hand): StatusText='$(prop StatusText)' MainPID $(prop MainPID) (was $pid1) state $(prop ActiveState)/$(prop SubState)"
     jfrom "$mark" | tail -n 20
 fi
 mkconfig connectors.marketplace/safety_buffer=5 >/dev/null

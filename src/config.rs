@@ -390,8 +390,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads `path`, applies `OMNISYNC__…` environment overrides, and validates.
+    /// Loads `path`, applies `OMNISYNC__…` environment overrides, and validates, secrets
+    /// included (each reference must be readable).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// Like [`Config::load`], but secret references are only parsed, not read: for
+    /// `check-config --no-secrets`, which systemd runs as `ExecReload=` where the service's
+    /// credentials are not readable.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, secrets: bool) -> Result<Config, ConfigError> {
         let fail = |key: &str, reason: String| ConfigError {
             file: path.to_path_buf(),
             problems: vec![Problem {
@@ -419,7 +431,7 @@ impl Config {
                 e.into_inner().to_string(),
             )
         })?;
-        validate(path, raw)
+        validate(path, raw, secrets)
     }
 
     /// The connector with this id.
@@ -555,7 +567,7 @@ fn rounding(
     }
 }
 
-fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+fn validate(file: &Path, raw: RawConfig, secrets: bool) -> Result<Config, ConfigError> {
     let mut c = Collector { problems: vec![] };
     let reconcile_schedule =
         c.schedule("daemon.reconcile_schedule", &raw.daemon.reconcile_schedule);
@@ -588,7 +600,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     match &raw.daemon.http.token {
         Some(token) => {
-            if let Err(e) = token.resolve() {
+            if secrets && let Err(e) = token.resolve() {
                 c.push("daemon.http.token", e.to_string());
             }
         }

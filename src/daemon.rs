@@ -75,7 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     states.push(usec);
                 }
                 notify(&states);
-                let current = daemon.config.clone();
+                let current = daemon.engine.clone();
                 match reloaded(&file, &current, &store).await {
                     Ok(engine) => {
                         tracing::info!(file = %shown, "reloading: finishing the pass in progress");
@@ -111,6 +111,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn healthcheck(engine: &Engine) {
     for (id, result) in engine.healthcheck().await {
+        log_health(&id, result);
+    }
+}
+
+fn log_health(id: &str, result: Result<(), omnisync_sdk::ConnectorError>) {
+    {
         match result {
             Ok(()) => tracing::info!(connector = %id, "healthcheck ok"),
             Err(e) => {
@@ -121,11 +127,18 @@ async fn healthcheck(engine: &Engine) {
 }
 
 /// The engine for the config now in `file`, or why the running one must stay.
+///
+/// Connectors whose kind and settings did not change are carried over as they are (their
+/// HTTP connections, request budgets and caches); added and changed ones are built and
+/// health-checked; removed ones are dropped. (A secret rotated behind an unchanged
+/// reference is read again only when its connector is rebuilt or on restart — which
+/// systemd's `LoadCredential=` needs anyway.)
 async fn reloaded(
     file: &std::path::Path,
-    current: &Config,
+    old: &Engine,
     store: &crate::store::Store,
 ) -> Result<Arc<Engine>, String> {
+    let current = old.config();
     let config = Config::load(file).map_err(|e| e.to_string().trim().replace('\n', " "))?;
     if config.daemon.database != current.daemon.database {
         return Err("daemon.database changed: that needs a restart".into());
@@ -133,16 +146,47 @@ async fn reloaded(
     if config.daemon.http.listen != current.daemon.http.listen {
         return Err("daemon.http.listen changed: that needs a restart".into());
     }
-    let engine = Engine::new(config, store.clone()).map_err(|e| format!("{e:#}"))?;
-    let engine = Arc::new(engine);
-    healthcheck(&engine).await;
-    Ok(engine)
+    let mut connectors = Vec::new();
+    let mut rebuilt = Vec::new();
+    for c in &config.connectors {
+        let unchanged = current
+            .connector(&c.id)
+            .is_some_and(|o| o.kind == c.kind && o.settings == c.settings);
+        match old.connector(&c.id) {
+            Some(existing) if unchanged => connectors.push((c.id.clone(), existing.clone())),
+            _ => {
+                let built = crate::registry::build(&c.kind, &c.settings)
+                    .map_err(|e| format!("connectors.{}: {e:#}", c.id))?;
+                rebuilt.push((c.id.clone(), built.clone()));
+                connectors.push((c.id.clone(), built));
+            }
+        }
+    }
+    let removed: Vec<&str> = current
+        .connectors
+        .iter()
+        .filter(|o| config.connector(&o.id).is_none())
+        .map(|o| o.id.as_str())
+        .collect();
+    let engine =
+        Engine::with_connectors(config, store.clone(), connectors).map_err(|e| format!("{e:#}"))?;
+    tracing::info!(
+        rebuilt = ?rebuilt.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        removed = ?removed,
+        "reload: connectors not listed are kept as they were"
+    );
+    for (id, connector) in &rebuilt {
+        let scope = omnisync_sdk::telemetry::scope(Arc::from(id.as_str()), connector.healthcheck());
+        log_health(id, scope.await);
+    }
+    Ok(Arc::new(engine))
 }
 
 /// A started daemon: its tasks, its HTTP address and what it reports.
 pub struct Daemon {
     addr: SocketAddr,
     config: Config,
+    engine: Arc<Engine>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     server_stop: CancellationToken,
@@ -384,6 +428,7 @@ pub fn start(engine: Arc<Engine>, listener: tokio::net::TcpListener) -> anyhow::
     Ok(Daemon {
         addr,
         config: engine.config().clone(),
+        engine: engine.clone(),
         stop,
         tasks,
         server_stop,
@@ -608,8 +653,8 @@ access_token = "literal:token"
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("omnisync.toml");
         std::fs::write(&file, CONFIG).unwrap();
-        let current = Config::load(&file).unwrap();
         let store = crate::store::Store::open("sqlite::memory:").await.unwrap();
+        let current = Engine::new(Config::load(&file).unwrap(), store.clone()).unwrap();
 
         // A good config gives a new engine with the new rules.
         std::fs::write(
@@ -630,6 +675,32 @@ access_token = "literal:token"
             .unwrap()
             .safety_buffer;
         assert_eq!(buffer, 3);
+        // Only rules changed: both connectors are carried over as they were.
+        for id in ["erp", "market"] {
+            assert!(Arc::ptr_eq(
+                engine.connector(id).unwrap(),
+                current.connector(id).unwrap()
+            ));
+        }
+
+        // A connector whose settings changed is rebuilt alone.
+        std::fs::write(
+            &file,
+            CONFIG.replace(
+                "access_token = \"literal:token\"",
+                "access_token = \"literal:rotated\"",
+            ),
+        )
+        .unwrap();
+        let engine = reloaded(&file, &current, &store).await.unwrap();
+        assert!(Arc::ptr_eq(
+            engine.connector("erp").unwrap(),
+            current.connector("erp").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            engine.connector("market").unwrap(),
+            current.connector("market").unwrap()
+        ));
 
         // A broken one is refused with the file, key and reason.
         std::fs::write(&file, CONFIG.replace("kind = \"ebay\"", "kind = \"ebey\"")).unwrap();

@@ -164,3 +164,35 @@ fn the_documented_example_config_is_valid() {
     assert_eq!(cfg.connectors.len(), 4);
     assert_eq!(cfg.promotions.len(), 1);
 }
+
+/// `check-config` as systemd's `ExecReload=` runs it: `--no-secrets` passes a config whose
+/// secrets cannot be read here, and still refuses a broken one with the file, key and reason.
+#[test]
+fn check_config_without_secrets_checks_everything_else() {
+    let run = |text: &str, extra: &[&str]| {
+        let (_dir, path) = write(text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnisync"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .env_remove("TRYTON_PASSWORD")
+            .env_remove("EBAY_TOKEN")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    // The secrets (env:TRYTON_PASSWORD, env:EBAY_TOKEN) are not set.
+    let (code, text) = run(GOOD, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("TRYTON_PASSWORD"), "{text}");
+    let (code, text) = run(GOOD, &["--no-secrets"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("secrets not read"), "{text}");
+    let broken = GOOD.replace("rounding = \"x.99\"", "rounding = \"x.95\"");
+    let (code, text) = run(&broken, &["--no-secrets"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("connectors.marketplace.rounding"), "{text}");
+}
