@@ -47,7 +47,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Longer provider event ids are stored as their SHA-256.
 const MAX_EVENT_ID: usize = 200;
 
-/// Counters of the webhook endpoint and the processor (Prometheus export comes later).
+/// Counters of the webhook endpoint and the processor, in memory (the alert rule on signature
+/// failures reads them; Prometheus gets the same events from [`crate::metrics::webhook`]).
 #[derive(Debug, Default)]
 pub struct WebhookStats {
     /// Deliveries stored as `pending` (answered 200).
