@@ -154,15 +154,7 @@ async fn refresh(store: &Store) -> anyhow::Result<()> {
     let pool = store.pool();
     let mut now: HashSet<Series> = HashSet::new();
     let mut set = |name: &'static str, labels: Vec<String>, value: f64| {
-        match labels.as_slice() {
-            [] => gauge!(name).set(value),
-            [a] => gauge!(name, label_names(name)[0] => a.clone()).set(value),
-            [a, b] => {
-                gauge!(name, label_names(name)[0] => a.clone(), label_names(name)[1] => b.clone())
-                    .set(value)
-            }
-            _ => unreachable!("state gauges have at most two labels"),
-        }
+        set_state_gauge(name, &labels, value);
         now.insert((name, labels));
     };
 
@@ -209,18 +201,20 @@ async fn refresh(store: &Store) -> anyhow::Result<()> {
 
     let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for (name, labels) in seen.get_or_insert_with(HashSet::new).difference(&now) {
-        let gone = labels.clone();
-        match gone.as_slice() {
-            [a] => gauge!(*name, label_names(name)[0] => a.clone()).set(0.0),
-            [a, b] => {
-                gauge!(*name, label_names(name)[0] => a.clone(), label_names(name)[1] => b.clone())
-                    .set(0.0)
-            }
-            _ => {}
-        }
+        set_state_gauge(name, labels, 0.0);
     }
     *seen = Some(now);
     Ok(())
+}
+
+/// Sets a state gauge, its label values in the order [`label_names`] gives.
+fn set_state_gauge(name: &'static str, values: &[String], value: f64) {
+    let labels: Vec<metrics::Label> = label_names(name)
+        .iter()
+        .zip(values)
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    gauge!(name, labels).set(value);
 }
 
 fn label_names(metric: &str) -> &'static [&'static str] {
