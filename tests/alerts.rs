@@ -4,6 +4,7 @@
 //! `OMNISYNC_TEST_AIOSMTPD_PYTHON` names a Python that has it (`scripts/test-services.sh
 //! alerts` sets that up).
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use omnisync::alerts::Alerter;
 use omnisync::alerts::notify::Event;
 use omnisync::config::Config;
 use omnisync::inbox::WebhookStats;
+use omnisync::planner::TargetRow;
 use omnisync::store::Store;
 use omnisync_sdk::retry::RetryPolicy;
 use serde_json::Value;
@@ -119,6 +121,11 @@ async fn receiver() -> (String, Received) {
 /// `postgres://postgres@127.0.0.1:5432/postgres`), a database of its own named after the
 /// test (`scripts/test-services.sh postgres` sets that). `fresh` starts it empty.
 async fn store_for(dir: &Path, test: &str, fresh: bool) -> Store {
+    store_with(dir, test, fresh, "").await
+}
+
+/// [`store_for`], creating the PostgreSQL database with `options` (e.g. a collation).
+async fn store_with(dir: &Path, test: &str, fresh: bool, options: &str) -> Store {
     let Ok(admin) = std::env::var("OMNISYNC_TEST_ALERTS_POSTGRES_URL") else {
         return Store::open(&format!("sqlite://{}", dir.join("omnisync.db").display()))
             .await
@@ -130,7 +137,7 @@ async fn store_for(dir: &Path, test: &str, fresh: bool) -> Store {
         let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
         for sql in [
             format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name}"),
+            format!("CREATE DATABASE {name} {options}"),
         ] {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&pool)
@@ -544,6 +551,525 @@ url = "literal:{base}/hook"
     assert_eq!(hook.iter().filter(|(e, _)| e == "resolved").count(), 7);
     let o = alerter.evaluate(T0 + 4 * MIN).await.unwrap();
     assert!(o.firing.is_empty() && o.sent.is_empty(), "{o:?}");
+}
+
+/// The evaluation as it was before the rules read aggregates: every open row read, grouped
+/// and sorted in Rust. Kept here, verbatim in what it computes, as the reference the
+/// aggregate path must agree with.
+mod before {
+    use std::collections::BTreeMap;
+
+    use omnisync::alerts::config::{Condition, Rule};
+    use omnisync::planner::Field;
+    use omnisync::store::Store;
+    use sqlx::Row;
+
+    pub const EXAMPLES: usize = 5;
+
+    pub struct DriftRow {
+        pub channel: String,
+        pub field: String,
+        pub sku: String,
+        pub since: i64,
+        pub desired: String,
+        pub observed: Option<String>,
+    }
+
+    pub struct ItemRow {
+        pub channel: String,
+        pub sku: String,
+        pub at: i64,
+    }
+
+    /// What an incident says: kind, channel, field, count, examples, summary.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Said {
+        pub kind: String,
+        pub channel: Option<String>,
+        pub field: Option<String>,
+        pub count: u64,
+        pub examples: Vec<String>,
+        pub summary: String,
+    }
+
+    /// Every open row, as the alerter used to read them.
+    pub async fn read(store: &Store) -> (Vec<DriftRow>, Vec<ItemRow>, Vec<ItemRow>) {
+        let drift = sqlx::query(
+            "SELECT channel, field, sku, location, drift_since, desired, observed FROM target_state \
+             WHERE in_sync = 0 AND drift_since IS NOT NULL ORDER BY drift_since",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| DriftRow {
+            channel: r.get(0),
+            field: r.get(1),
+            sku: r.get(2),
+            since: r.get(4),
+            desired: r.get(5),
+            observed: r.get(6),
+        })
+        .collect();
+        let items = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| ItemRow {
+                    channel: r.get(0),
+                    sku: r.get(1),
+                    at: r.get(2),
+                })
+                .collect::<Vec<_>>()
+        };
+        let dead =
+            items("SELECT channel, sku, created_at FROM dead_letters WHERE resolved_at IS NULL")
+                .await;
+        let held = items("SELECT channel, sku, updated_at FROM outbox WHERE status = 'held'").await;
+        (drift, dead, held)
+    }
+
+    fn examples<'a>(skus: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in skus {
+            if out.len() == EXAMPLES {
+                break;
+            }
+            if !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
+        }
+        out
+    }
+
+    fn plural(n: u64, one: &str, many: &str) -> String {
+        format!("{n} {}", if n == 1 { one } else { many })
+    }
+
+    fn field_word(field: &str) -> &str {
+        match field {
+            "offer" => "price",
+            other => other,
+        }
+    }
+
+    /// The drift-age, oversell-risk, dead-letter and held rules over every row.
+    pub fn evaluate(
+        rules: &[Rule],
+        (drift, dead_letters, held): &(Vec<DriftRow>, Vec<ItemRow>, Vec<ItemRow>),
+        now: i64,
+    ) -> BTreeMap<String, Said> {
+        let mut out = BTreeMap::new();
+        for rule in rules {
+            let mut fire = |channel: &str, field: Option<&str>, count, examples, summary| {
+                let key = match field {
+                    Some(f) => format!("{}/{channel}/{f}", rule.name),
+                    None => format!("{}/{channel}", rule.name),
+                };
+                out.insert(
+                    key,
+                    Said {
+                        kind: rule.condition.kind().to_string(),
+                        channel: Some(channel.to_string()),
+                        field: field.map(str::to_string),
+                        count,
+                        examples,
+                        summary,
+                    },
+                );
+            };
+            match &rule.condition {
+                Condition::DriftAge {
+                    field,
+                    older_than_minutes,
+                } => {
+                    let cutoff = now - *older_than_minutes as i64 * 60_000;
+                    let mut groups: BTreeMap<(&str, &str), Vec<&DriftRow>> = BTreeMap::new();
+                    for d in drift {
+                        if d.since <= cutoff
+                            && rule.watches(&d.channel)
+                            && field.is_none_or(|f| f.as_str() == d.field)
+                        {
+                            groups
+                                .entry((d.channel.as_str(), d.field.as_str()))
+                                .or_default()
+                                .push(d);
+                        }
+                    }
+                    for ((channel, f), mut rows) in groups {
+                        rows.sort_by(|a, b| (a.since, &a.sku).cmp(&(b.since, &b.sku)));
+                        let oldest = (now - rows[0].since).max(0) / 60_000;
+                        let n = rows.len() as u64;
+                        fire(
+                            channel,
+                            Some(f),
+                            n,
+                            examples(rows.iter().map(|r| r.sku.as_str())),
+                            format!(
+                                "{} on {channel} differ for more than {older_than_minutes} min (oldest {oldest} min)",
+                                plural(
+                                    n,
+                                    &format!("{} value", field_word(f)),
+                                    &format!("{} values", field_word(f))
+                                ),
+                            ),
+                        );
+                    }
+                }
+                Condition::OversellRisk {
+                    min_excess,
+                    older_than_minutes,
+                } => {
+                    let cutoff = now - *older_than_minutes as i64 * 60_000;
+                    let mut groups: BTreeMap<&str, Vec<(&DriftRow, i64)>> = BTreeMap::new();
+                    for d in drift {
+                        if d.field != Field::Stock.as_str()
+                            || d.since > cutoff
+                            || !rule.watches(&d.channel)
+                        {
+                            continue;
+                        }
+                        let (Ok(want), Some(Ok(shown))) = (
+                            d.desired.trim().parse::<i64>(),
+                            d.observed.as_deref().map(|o| o.trim().parse::<i64>()),
+                        ) else {
+                            continue;
+                        };
+                        if shown - want >= *min_excess {
+                            groups
+                                .entry(d.channel.as_str())
+                                .or_default()
+                                .push((d, shown - want));
+                        }
+                    }
+                    for (channel, mut rows) in groups {
+                        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.sku.cmp(&b.0.sku)));
+                        let n = rows.len() as u64;
+                        let units: i64 = rows.iter().map(|r| r.1).sum();
+                        fire(
+                            channel,
+                            None,
+                            n,
+                            examples(rows.iter().map(|r| r.0.sku.as_str())),
+                            format!(
+                                "{} on {channel} show more than is available ({units} units too many): risk of overselling",
+                                plural(n, "stock value", "stock values")
+                            ),
+                        );
+                    }
+                }
+                Condition::DeadLetters { at_least } | Condition::Held { at_least } => {
+                    let dead = matches!(rule.condition, Condition::DeadLetters { .. });
+                    let rows = if dead { dead_letters } else { held };
+                    let mut groups: BTreeMap<&str, Vec<&ItemRow>> = BTreeMap::new();
+                    for r in rows.iter().filter(|r| rule.watches(&r.channel)) {
+                        groups.entry(r.channel.as_str()).or_default().push(r);
+                    }
+                    for (channel, mut rows) in groups {
+                        let n = rows.len() as u64;
+                        if n < *at_least {
+                            continue;
+                        }
+                        rows.sort_by(|a, b| (a.at, &a.sku).cmp(&(b.at, &b.sku)));
+                        let summary = if dead {
+                            format!(
+                                "{} on {channel}: the API refused them for good (omnisync dead-letters)",
+                                plural(n, "dead-lettered correction", "dead-lettered corrections")
+                            )
+                        } else {
+                            format!(
+                                "{} on {channel} held for approval (omnisync approve --channel {channel} --list)",
+                                plural(n, "correction", "corrections")
+                            )
+                        };
+                        fire(
+                            channel,
+                            None,
+                            n,
+                            examples(rows.iter().map(|r| r.sku.as_str())),
+                            summary,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Saves differences through the store's own API, each opening at its `since`: one pass per
+/// time, in time order, as the engine would.
+async fn save_drift(store: &Store, channel: &str, rows: &[(i64, TargetRow)]) {
+    let mut times: Vec<i64> = rows.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    times.dedup();
+    for t in times {
+        let batch: Vec<TargetRow> = rows
+            .iter()
+            .filter(|(at, _)| *at == t)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let prev = store.load_prev(channel, None).await.unwrap();
+        store.save_state(channel, &batch, &prev, t).await.unwrap();
+    }
+}
+
+/// A mix of channels, fields, locations, causes, ages (with ties) and stock values, numeric
+/// and not, as target rows by channel with the time each opened.
+fn mixed_drift() -> BTreeMap<&'static str, Vec<(i64, TargetRow)>> {
+    use omnisync::planner::{Cause, Field, StateKey};
+    let channels = ["market", "erp", "legacy"];
+    let causes = [
+        Some(Cause::ChannelEdit),
+        Some(Cause::WriteFailed),
+        None,
+        Some(Cause::OrderInFlight),
+        Some(Cause::SourceChanged),
+    ];
+    let ages = [90, 40, 25, 16, 5, 0];
+    let prefixes = ["a-", "A", "b_", "B-", "Z", "sku "];
+    let numbers = [
+        "3",
+        " 7",
+        "+2",
+        "0",
+        "-1",
+        "abc",
+        "",
+        "12",
+        "1.5",
+        "99999999999999999999999",
+        "0000000000000000000000005",
+        "\t4\n",
+        "\u{a0}6",
+        "2 3",
+        "+-1",
+        "-",
+        "40",
+        "999999999999999999",
+    ];
+    let mut out: BTreeMap<&str, Vec<(i64, TargetRow)>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..600usize {
+        let channel = channels[i % 3];
+        let field = [Field::Offer, Field::Stock, Field::Stock, Field::Listing][i / 3 % 4];
+        let sku = format!("{}{}", prefixes[i / 2 % 6], i % 23);
+        let location = match field {
+            Field::Stock => ["wh", "l2", "l3"][i / 7 % 3].to_string(),
+            _ => String::new(),
+        };
+        if !seen.insert((channel, sku.clone(), field, location.clone())) {
+            continue;
+        }
+        let (desired, observed) = match field {
+            Field::Stock => (
+                numbers[i % numbers.len()].to_string(),
+                (i % 13 != 0).then(|| numbers[(i / 17 + 3 * i) % numbers.len()].to_string()),
+            ),
+            Field::Offer => ("10".to_string(), Some("12".to_string())),
+            Field::Listing => ("1".to_string(), None),
+        };
+        out.entry(channel).or_default().push((
+            T0 - ages[i / 5 % ages.len()] * MIN,
+            TargetRow {
+                key: StateKey {
+                    sku,
+                    field,
+                    location,
+                },
+                desired,
+                observed,
+                in_sync: i % 11 == 0,
+                cause: causes[i % causes.len()],
+            },
+        ));
+    }
+    out
+}
+
+/// Checks one evaluation against the reference: the same incidents firing, saying the same.
+async fn same_as_before(alerter: &mut Alerter, db: &Store, cfg: &Config, now: i64) -> usize {
+    let o = alerter.evaluate(now).await.unwrap();
+    let want = before::evaluate(&cfg.alerts.rules, &before::read(db).await, now);
+    assert_eq!(o.firing, want.keys().cloned().collect::<Vec<_>>());
+    let got: std::collections::BTreeMap<String, before::Said> =
+        omnisync::alerts::store::open_incidents(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, i)| {
+                (
+                    k,
+                    before::Said {
+                        kind: i.kind,
+                        channel: i.channel,
+                        field: i.field,
+                        count: i.count,
+                        examples: i.examples,
+                        summary: i.summary,
+                    },
+                )
+            })
+            .collect();
+    for (k, w) in &want {
+        assert_eq!(got.get(k), Some(w), "{k} at {now}");
+    }
+    assert_eq!(got.len(), want.len());
+    want.len()
+}
+
+#[tokio::test]
+async fn aggregates_give_the_same_incidents_as_reading_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = load(
+        dir.path(),
+        r#"
+[alerts.rules.age-price]
+kind = "drift_age"
+field = "price"
+older_than_minutes = 15
+channels = ["market"]
+notify = ["hook"]
+[alerts.rules.age-any]
+kind = "drift_age"
+older_than_minutes = 30
+notify = ["hook"]
+[alerts.rules.age-stock]
+kind = "drift_age"
+field = "stock"
+older_than_minutes = 0
+notify = ["hook"]
+[alerts.rules.age-listing]
+kind = "drift_age"
+field = "listing"
+older_than_minutes = 15
+channels = ["erp"]
+notify = ["hook"]
+[alerts.rules.over]
+kind = "oversell_risk"
+notify = ["hook"]
+[alerts.rules.over-big]
+kind = "oversell_risk"
+min_excess = 5
+older_than_minutes = 20
+channels = ["market"]
+notify = ["hook"]
+[alerts.rules.dead]
+kind = "dead_letters"
+notify = ["hook"]
+[alerts.rules.held]
+kind = "held"
+at_least = 4
+notify = ["hook"]
+[alerts.rules.held-erp]
+kind = "held"
+channels = ["erp"]
+notify = ["hook"]
+[alerts.notifiers.hook]
+kind = "webhook"
+url = "literal:http://127.0.0.1:9/hook"
+"#,
+    )
+    .unwrap();
+    // On PostgreSQL, a database whose collation does not sort SKUs as Rust does ('a' < 'B'):
+    // the examples must still come out in the same order.
+    let db = store_with(
+        dir.path(),
+        "aggregates",
+        true,
+        "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
+    )
+    .await;
+    let drift = mixed_drift();
+    for (channel, rows) in &drift {
+        save_drift(&db, channel, rows).await;
+    }
+    let channels = ["market", "erp", "legacy"];
+    let prefixes = ["a-", "A", "b_", "B-", "Z", "sku "];
+    for i in 0..40i64 {
+        let u = i as usize;
+        sqlx::query(
+            "INSERT INTO dead_letters (channel, sku, field, location, value, change, reason, attempts, created_at, resolved_at) \
+             VALUES ($1, $2, 'offer', '', '1', '{}', 'refused', 5, $3, $4)",
+        )
+        .bind(channels[u % 3])
+        .bind(format!("{}{}", prefixes[u / 3 % 6], i % 7))
+        .bind(T0 - (i % 4) * MIN)
+        .bind((i % 9 == 0).then_some(T0))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    for i in 0..30i64 {
+        let u = i as usize;
+        sqlx::query(
+            "INSERT INTO outbox (channel, sku, field, location, value, change, refs, idempotency_key, status, \
+             attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, '0', '{}', '{}', $5, $6, 0, $7, $7, $7)",
+        )
+        .bind(channels[u % 2])
+        .bind(format!("{}{}", prefixes[u / 2 % 6], i % 5))
+        .bind(["offer", "stock", "listing"][u % 3])
+        .bind(format!("l{i}"))
+        .bind(format!("k-{i}"))
+        .bind(if i % 4 == 0 { "pending" } else { "held" })
+        .bind(T0 - (i % 3) * MIN)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+
+    // An incident for every rule, with a fair number of them.
+    let want = before::evaluate(&cfg.alerts.rules, &before::read(&db).await, T0);
+    for rule in &cfg.alerts.rules {
+        assert!(
+            want.keys()
+                .any(|k| k.starts_with(&format!("{}/", rule.name))),
+            "{} never fires: {:?}",
+            rule.name,
+            want.keys()
+        );
+    }
+    assert!(want.len() >= 20, "{want:?}");
+
+    let mut alerter = Alerter::new(&cfg.alerts, db.clone(), None).with_retry(fast());
+    for now in [T0, T0 + 10 * MIN, T0 + 30 * MIN] {
+        same_as_before(&mut alerter, &db, &cfg, now).await;
+    }
+
+    // Some of it clears, some stays: still the same.
+    for (channel, rows) in &drift {
+        let prev = db.load_prev(channel, None).await.unwrap();
+        let closed: Vec<TargetRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == 0)
+            .map(|(_, (_, r))| TargetRow {
+                observed: Some(r.desired.clone()),
+                in_sync: true,
+                cause: None,
+                ..r.clone()
+            })
+            .collect();
+        db.save_state(channel, &closed, &prev, T0 + 31 * MIN)
+            .await
+            .unwrap();
+    }
+    exec(
+        &db,
+        &format!("UPDATE dead_letters SET resolved_at = {T0} WHERE channel = 'erp'"),
+    )
+    .await;
+    exec(
+        &db,
+        "DELETE FROM outbox WHERE location IN ('l1', 'l2', 'l3')",
+    )
+    .await;
+    let n = same_as_before(&mut alerter, &db, &cfg, T0 + 32 * MIN).await;
+    assert!(n >= 10, "{n}");
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! Alerts: rules over the store and the daemon's counters, incidents with a lifecycle, and
 //! notifiers that announce each incident once when it opens and once when it resolves.
 //!
-//! Every `alerts.evaluate_every_secs` the [`Alerter`] reads what the rules need (open drift,
-//! dead letters, held corrections, the finished runs' per-channel errors, the webhook 401
-//! counter), evaluates the rules ([`rules::evaluate`], pure) into firing incidents keyed by
-//! rule + channel (+ field), opens and resolves incidents in `alert_incidents`, and tells
-//! each rule's notifiers what changed. What each notifier was last told is stored per
-//! (incident key, notifier) in `alert_notices`, so:
+//! Every `alerts.evaluate_every_secs` the [`Alerter`] reads what the rules need (open drift
+//! and oversell risk, dead letters and held corrections, counted per channel (and field) in
+//! SQL with a few example SKUs each, so the read does not grow with the number of open
+//! values; the finished runs' per-channel errors; the webhook 401 counter), evaluates the
+//! rules ([`rules::evaluate`], pure) into firing incidents keyed by rule + channel (+ field),
+//! opens and resolves incidents in `alert_incidents`, and tells each rule's notifiers what
+//! changed. What each notifier was last told is stored per (incident key, notifier) in
+//! `alert_notices`, so:
 //!
 //! - an incident is announced once on open and once on resolve;
 //! - an incident that flaps is not announced open again within the rule's cooldown (counted
@@ -163,19 +165,32 @@ impl Alerter {
     /// Reads what the configured rules look at.
     async fn world(&mut self, now: i64) -> Result<World, AlertError> {
         let mut world = World::default();
-        if self.needs(|c| {
-            matches!(
-                c,
-                Condition::DriftAge { .. } | Condition::OversellRisk { .. }
-            )
-        }) {
-            world.drift = store::open_drift(&self.store).await?;
+        let rules = &self.config.rules;
+        let cutoffs = rules::drift_cutoffs(rules, now);
+        if !cutoffs.is_empty() {
+            world.drift = store::drift(&self.store, &cutoffs, |channel, field| {
+                rules::drift_watched(rules, channel, field)
+            })
+            .await?;
+        }
+        for q in rules::oversell_queries(rules, now) {
+            let groups = store::oversell(&self.store, q, |channel| {
+                rules::oversell_watched(rules, q, now, channel)
+            })
+            .await?;
+            world.oversell.insert(q, groups);
         }
         if self.needs(|c| matches!(c, Condition::DeadLetters { .. })) {
-            world.dead_letters = store::dead_letters(&self.store).await?;
+            world.dead_letters = store::dead_letters(&self.store, |channel, count| {
+                rules::items_fire(rules, true, channel, count)
+            })
+            .await?;
         }
         if self.needs(|c| matches!(c, Condition::Held { .. })) {
-            world.held = store::held(&self.store).await?;
+            world.held = store::held(&self.store, |channel, count| {
+                rules::items_fire(rules, false, channel, count)
+            })
+            .await?;
         }
         if self.needs(|c| matches!(c, Condition::ConnectorFailing { .. })) {
             let mut tracker = self.tracker.take().unwrap_or_default();

@@ -2,10 +2,11 @@
 //! SMTP (`lettre`), each delivering one [`Message`] with retries (`backon` through
 //! [`omnisync_sdk::retry`]: transient failures only, with backoff and jitter).
 //!
-//! URLs and passwords are secrets: they are resolved from their [`SecretRef`] when the
-//! notifier is built, held as [`SecretString`], and never appear in errors or logs (HTTP
-//! transport errors are mapped without the URL). A notifier whose secret cannot be read is
-//! still built, and fails every delivery with the reason, so the others keep working.
+//! URLs and passwords are secrets: they are resolved from their
+//! [`SecretRef`](omnisync_sdk::SecretRef) when the notifier is built, held as
+//! [`SecretString`], and never appear in errors or logs (HTTP transport errors are mapped
+//! without the URL). A notifier whose secret cannot be read is still built, and fails every
+//! delivery with the reason, so the others keep working.
 
 use std::time::Duration;
 

@@ -1,45 +1,75 @@
-//! Rule evaluation, pure: the state of the world (a [`World`] read from the store and the
-//! daemon's counters) and the time in, the set of firing incidents out.
+//! Rule evaluation, pure: the state of the world (a [`World`] of aggregates read from the
+//! store, and the daemon's counters) and the time in, the set of firing incidents out.
 //!
 //! An incident is keyed by rule + channel (+ field), never by SKU, so a thousand drifting
-//! prices on one channel are one incident carrying the count and a few example SKUs.
+//! prices on one channel are one incident carrying the count and a few example SKUs. The
+//! store does the counting ([`crate::alerts::store`]: `COUNT`, `MIN`, `SUM` per channel and
+//! field, and the few example SKUs with `ORDER BY … LIMIT`), so an evaluation gets a handful
+//! of rows however many values are open. What it must count depends on the rules and the
+//! time (a drift-age rule counts what opened at or before its cutoff): the alerter asks
+//! [`drift_cutoffs`] and [`oversell_queries`] what to read, and [`evaluate`] finds the same
+//! keys in the [`World`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::alerts::config::{Condition, Rule};
-use crate::planner::Field;
 
 /// How many example SKUs an incident carries.
 pub const EXAMPLES: usize = 5;
 
-/// One open difference of a target (a `target_state` row with `in_sync = 0`).
+/// The open differences of one channel and field (`target_state` rows with `in_sync = 0`)
+/// that opened at or before one cutoff, as counted by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DriftRow {
+pub struct DriftGroup {
     /// Connector id.
     pub channel: String,
     /// `offer`, `stock` or `listing`.
     pub field: String,
-    /// SKU.
-    pub sku: String,
-    /// Channel location code (stock).
-    pub location: String,
-    /// When the difference opened (ms).
-    pub since: i64,
-    /// What it should show.
-    pub desired: String,
-    /// What it shows.
-    pub observed: Option<String>,
+    /// How many (one per SKU and location).
+    pub count: u64,
+    /// When the oldest opened (ms).
+    pub oldest: i64,
+    /// Up to [`EXAMPLES`] distinct SKUs, oldest first (then by SKU). Read only for the
+    /// channels and fields a drift-age rule watches; empty for the others.
+    pub examples: Vec<String>,
 }
 
-/// A SKU-level row counted per channel (an unresolved dead letter, a held correction).
+/// What an oversell-risk rule asks of the store: the stock differences that opened at or
+/// before `cutoff` (ms) where the channel shows at least `min_excess` units more than it
+/// should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OversellQuery {
+    /// Only differences open since at or before this (ms).
+    pub cutoff: i64,
+    /// Shown minus desired, at least.
+    pub min_excess: i64,
+}
+
+/// The stock values of one channel that show more than is available, as counted by the
+/// store for one [`OversellQuery`]. Values that are not whole numbers are not counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemRow {
+pub struct OversellGroup {
     /// Connector id.
     pub channel: String,
-    /// SKU.
-    pub sku: String,
-    /// When it was written (ms).
-    pub at: i64,
+    /// How many values (one per SKU and location).
+    pub count: u64,
+    /// Units shown too many, summed over them.
+    pub units: i64,
+    /// Up to [`EXAMPLES`] distinct SKUs, largest excess first (then by SKU). Read only for the
+    /// channels an oversell-risk rule watches; empty for the others.
+    pub examples: Vec<String>,
+}
+
+/// SKU-level rows counted per channel (unresolved dead letters, held corrections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemGroup {
+    /// Connector id.
+    pub channel: String,
+    /// How many rows.
+    pub count: u64,
+    /// Up to [`EXAMPLES`] distinct SKUs, oldest first (then by SKU). Read only where a rule
+    /// watching the channel fires at this count; empty otherwise.
+    pub examples: Vec<String>,
 }
 
 /// A connector whose latest runs failed.
@@ -51,20 +81,94 @@ pub struct Failing {
     pub error: String,
 }
 
-/// Everything the rules look at.
+/// Everything the rules look at: aggregates, never one row per open value.
 #[derive(Debug, Clone, Default)]
 pub struct World {
-    /// Open differences.
-    pub drift: Vec<DriftRow>,
-    /// Unresolved dead letters.
-    pub dead_letters: Vec<ItemRow>,
-    /// Corrections held for approval.
-    pub held: Vec<ItemRow>,
+    /// Open differences per channel and field, for each cutoff in [`drift_cutoffs`] (ms),
+    /// every group with at least one difference at that cutoff. A drift-age rule whose
+    /// cutoff is missing is not evaluated.
+    pub drift: BTreeMap<i64, Vec<DriftGroup>>,
+    /// Stock values showing too much, per channel, for each query in [`oversell_queries`]. An
+    /// oversell-risk rule whose query is missing is not evaluated.
+    pub oversell: BTreeMap<OversellQuery, Vec<OversellGroup>>,
+    /// Unresolved dead letters per channel.
+    pub dead_letters: Vec<ItemGroup>,
+    /// Corrections held for approval per channel.
+    pub held: Vec<ItemGroup>,
     /// Connectors whose latest runs failed, by id.
     pub failing: BTreeMap<String, Failing>,
     /// Webhook signature failures per minute since the previous evaluation; `None` when
     /// there is no previous sample yet (the rule is then not evaluated).
     pub webhook_failures_per_minute: Option<f64>,
+}
+
+/// The cutoff of an age threshold at `now` (ms): what opened at or before it is old enough.
+fn cutoff(now: i64, older_than_minutes: u64) -> i64 {
+    let minutes = i64::try_from(older_than_minutes).unwrap_or(i64::MAX);
+    now.saturating_sub(minutes.saturating_mul(60_000))
+}
+
+/// The oversell query of a rule at `now`, if it is an oversell-risk rule.
+fn oversell_query(rule: &Rule, now: i64) -> Option<OversellQuery> {
+    match rule.condition {
+        Condition::OversellRisk {
+            min_excess,
+            older_than_minutes,
+        } => Some(OversellQuery {
+            cutoff: cutoff(now, older_than_minutes),
+            min_excess,
+        }),
+        _ => None,
+    }
+}
+
+/// The cutoffs (ms) at which the drift-age rules count open differences at `now`.
+pub fn drift_cutoffs(rules: &[Rule], now: i64) -> BTreeSet<i64> {
+    rules
+        .iter()
+        .filter_map(|r| match r.condition {
+            Condition::DriftAge {
+                older_than_minutes, ..
+            } => Some(cutoff(now, older_than_minutes)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a drift-age rule watches this channel and field (so its examples are worth
+/// reading).
+pub fn drift_watched(rules: &[Rule], channel: &str, field: &str) -> bool {
+    rules.iter().any(|r| match &r.condition {
+        Condition::DriftAge { field: f, .. } => {
+            r.watches(channel) && f.is_none_or(|f| f.as_str() == field)
+        }
+        _ => false,
+    })
+}
+
+/// What the oversell-risk rules ask of the store at `now`.
+pub fn oversell_queries(rules: &[Rule], now: i64) -> BTreeSet<OversellQuery> {
+    rules
+        .iter()
+        .filter_map(|r| oversell_query(r, now))
+        .collect()
+}
+
+/// Whether an oversell-risk rule asking `query` at `now` watches this channel.
+pub fn oversell_watched(rules: &[Rule], query: OversellQuery, now: i64, channel: &str) -> bool {
+    rules
+        .iter()
+        .any(|r| oversell_query(r, now) == Some(query) && r.watches(channel))
+}
+
+/// Whether a dead-letter rule (`dead`) or a held rule (otherwise) watching this channel fires
+/// at `count` rows (so the examples are worth reading).
+pub fn items_fire(rules: &[Rule], dead: bool, channel: &str, count: u64) -> bool {
+    rules.iter().any(|r| match r.condition {
+        Condition::DeadLetters { at_least } if dead => r.watches(channel) && count >= at_least,
+        Condition::Held { at_least } if !dead => r.watches(channel) && count >= at_least,
+        _ => false,
+    })
 }
 
 /// A firing incident.
@@ -162,28 +266,24 @@ pub fn evaluate(rules: &[Rule], world: &World, now: i64) -> Evaluation {
                 field,
                 older_than_minutes,
             } => {
-                let cutoff = now - *older_than_minutes as i64 * 60_000;
-                let mut groups: BTreeMap<(&str, &str), Vec<&DriftRow>> = BTreeMap::new();
-                for d in &world.drift {
-                    if d.since <= cutoff
-                        && rule.watches(&d.channel)
-                        && field.is_none_or(|f| f.as_str() == d.field)
+                let Some(groups) = world.drift.get(&cutoff(now, *older_than_minutes)) else {
+                    out.unknown.insert(rule.name.clone());
+                    continue;
+                };
+                for g in groups {
+                    if g.count == 0
+                        || !rule.watches(&g.channel)
+                        || field.is_some_and(|f| f.as_str() != g.field)
                     {
-                        groups
-                            .entry((d.channel.as_str(), d.field.as_str()))
-                            .or_default()
-                            .push(d);
+                        continue;
                     }
-                }
-                for ((channel, f), mut rows) in groups {
-                    rows.sort_by(|a, b| (a.since, &a.sku).cmp(&(b.since, &b.sku)));
-                    let oldest = (now - rows[0].since).max(0) / 60_000;
-                    let n = rows.len() as u64;
+                    let (channel, f, n) = (g.channel.as_str(), g.field.as_str(), g.count);
+                    let oldest = (now - g.oldest).max(0) / 60_000;
                     fire(
                         Some(channel),
                         Some(f),
                         n,
-                        examples(rows.iter().map(|r| r.sku.as_str())),
+                        examples(g.examples.iter().map(String::as_str)),
                         format!(
                             "{} on {channel} differ for more than {older_than_minutes} min (oldest {oldest} min)",
                             plural(
@@ -195,42 +295,22 @@ pub fn evaluate(rules: &[Rule], world: &World, now: i64) -> Evaluation {
                     );
                 }
             }
-            Condition::OversellRisk {
-                min_excess,
-                older_than_minutes,
-            } => {
-                let cutoff = now - *older_than_minutes as i64 * 60_000;
-                let mut groups: BTreeMap<&str, Vec<(&DriftRow, i64)>> = BTreeMap::new();
-                for d in &world.drift {
-                    if d.field != Field::Stock.as_str()
-                        || d.since > cutoff
-                        || !rule.watches(&d.channel)
-                    {
+            Condition::OversellRisk { .. } => {
+                let groups = oversell_query(rule, now).and_then(|q| world.oversell.get(&q));
+                let Some(groups) = groups else {
+                    out.unknown.insert(rule.name.clone());
+                    continue;
+                };
+                for g in groups {
+                    if g.count == 0 || !rule.watches(&g.channel) {
                         continue;
                     }
-                    let (Ok(want), Some(Ok(shown))) = (
-                        d.desired.trim().parse::<i64>(),
-                        d.observed.as_deref().map(|o| o.trim().parse::<i64>()),
-                    ) else {
-                        continue;
-                    };
-                    if shown - want >= *min_excess {
-                        groups
-                            .entry(d.channel.as_str())
-                            .or_default()
-                            .push((d, shown - want));
-                    }
-                }
-                for (channel, mut rows) in groups {
-                    // Largest excess first: those are the SKUs most likely to oversell.
-                    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.sku.cmp(&b.0.sku)));
-                    let n = rows.len() as u64;
-                    let units: i64 = rows.iter().map(|r| r.1).sum();
+                    let (channel, n, units) = (g.channel.as_str(), g.count, g.units);
                     fire(
                         Some(channel),
                         None,
                         n,
-                        examples(rows.iter().map(|r| r.0.sku.as_str())),
+                        examples(g.examples.iter().map(String::as_str)),
                         format!(
                             "{} on {channel} show more than is available ({units} units too many): risk of overselling",
                             plural(n, "stock value", "stock values")
@@ -254,21 +334,16 @@ pub fn evaluate(rules: &[Rule], world: &World, now: i64) -> Evaluation {
             }
             Condition::DeadLetters { at_least } | Condition::Held { at_least } => {
                 let dead = matches!(rule.condition, Condition::DeadLetters { .. });
-                let rows = if dead {
+                let groups = if dead {
                     &world.dead_letters
                 } else {
                     &world.held
                 };
-                let mut groups: BTreeMap<&str, Vec<&ItemRow>> = BTreeMap::new();
-                for r in rows.iter().filter(|r| rule.watches(&r.channel)) {
-                    groups.entry(r.channel.as_str()).or_default().push(r);
-                }
-                for (channel, mut rows) in groups {
-                    let n = rows.len() as u64;
-                    if n < *at_least {
+                for g in groups.iter().filter(|g| rule.watches(&g.channel)) {
+                    let (channel, n) = (g.channel.as_str(), g.count);
+                    if n == 0 || n < *at_least {
                         continue;
                     }
-                    rows.sort_by(|a, b| (a.at, &a.sku).cmp(&(b.at, &b.sku)));
                     let summary = if dead {
                         format!(
                             "{} on {channel}: the API refused them for good (omnisync dead-letters)",
@@ -284,7 +359,7 @@ pub fn evaluate(rules: &[Rule], world: &World, now: i64) -> Evaluation {
                         Some(channel),
                         None,
                         n,
-                        examples(rows.iter().map(|r| r.sku.as_str())),
+                        examples(g.examples.iter().map(String::as_str)),
                         summary,
                     );
                 }
@@ -361,6 +436,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::planner::Field;
 
     const MIN: i64 = 60_000;
 
@@ -374,38 +450,19 @@ mod tests {
         }
     }
 
-    fn drift(channel: &str, field: &str, sku: &str, since: i64, d: &str, o: &str) -> DriftRow {
-        DriftRow {
+    fn group(channel: &str, field: &str, count: u64, oldest: i64, ex: &[&str]) -> DriftGroup {
+        DriftGroup {
             channel: channel.into(),
             field: field.into(),
-            sku: sku.into(),
-            location: String::new(),
-            since,
-            desired: d.into(),
-            observed: Some(o.into()),
+            count,
+            oldest,
+            examples: ex.iter().map(|s| s.to_string()).collect(),
         }
     }
 
     #[test]
-    fn drift_age_groups_per_channel_and_field_with_examples() {
+    fn drift_age_fires_per_channel_and_field_with_examples() {
         let now = 100 * MIN;
-        let mut world = World::default();
-        for i in 0..8 {
-            world.drift.push(drift(
-                "shop",
-                "offer",
-                &format!("S{i}"),
-                now - (30 + i) * MIN,
-                "1",
-                "2",
-            ));
-        }
-        world
-            .drift
-            .push(drift("shop", "offer", "NEW", now - MIN, "1", "2"));
-        world
-            .drift
-            .push(drift("shop", "stock", "T", now - 60 * MIN, "1", "2"));
         let rules = [rule(
             "old",
             Condition::DriftAge {
@@ -413,39 +470,160 @@ mod tests {
                 older_than_minutes: 15,
             },
         )];
+        let cutoffs = drift_cutoffs(&rules, now);
+        assert_eq!(cutoffs, BTreeSet::from([now - 15 * MIN]));
+        assert!(drift_watched(&rules, "shop", "offer"));
+        assert!(!drift_watched(&rules, "shop", "stock"));
+        // What the store counts at that cutoff: 8 old prices (a young one is not counted)
+        // and an old stock value, which this rule does not watch.
+        let mut world = World::default();
+        world.drift.insert(
+            now - 15 * MIN,
+            vec![
+                group(
+                    "shop",
+                    "offer",
+                    8,
+                    now - 37 * MIN,
+                    &["S7", "S6", "S5", "S4", "S3"],
+                ),
+                group("shop", "stock", 1, now - 60 * MIN, &[]),
+            ],
+        );
         let e = evaluate(&rules, &world, now);
         assert_eq!(e.firing.len(), 1);
+        assert!(e.unknown.is_empty());
         let f = &e.firing["old/shop/offer"];
         assert_eq!(f.count, 8);
         assert_eq!(f.examples, vec!["S7", "S6", "S5", "S4", "S3"]);
-        assert!(
-            f.summary.contains("8 price values on shop"),
-            "{}",
-            f.summary
+        assert_eq!(
+            f.summary,
+            "8 price values on shop differ for more than 15 min (oldest 37 min)"
         );
-        // Younger than the threshold: nothing.
+        // Nothing old enough at that cutoff: nothing fires.
+        let world = World {
+            drift: BTreeMap::from([(now - 40 * MIN, vec![])]),
+            ..World::default()
+        };
         let e = evaluate(&rules, &world, now - 25 * MIN);
-        assert!(e.firing.is_empty(), "{:?}", e.firing);
+        assert!(e.firing.is_empty() && e.unknown.is_empty(), "{e:?}");
+        // Not read for this cutoff: unknown, so its incidents stay as they are.
+        let e = evaluate(&rules, &World::default(), now);
+        assert!(e.firing.is_empty() && e.unknown.contains("old"), "{e:?}");
     }
 
     #[test]
-    fn oversell_needs_more_shown_than_available() {
+    fn drift_age_without_a_field_fires_per_field_on_watched_channels() {
+        let now = 100 * MIN;
+        let mut r = rule(
+            "any",
+            Condition::DriftAge {
+                field: None,
+                older_than_minutes: 0,
+            },
+        );
+        r.channels = vec!["shop".into()];
+        let rules = [r];
+        let world = World {
+            drift: BTreeMap::from([(
+                now,
+                vec![
+                    group("shop", "stock", 1, now - 90 * MIN, &["T"]),
+                    group("shop", "listing", 2, now, &["L1", "L2"]),
+                    group("other", "offer", 3, now, &[]),
+                ],
+            )]),
+            ..World::default()
+        };
+        let e = evaluate(&rules, &world, now);
+        let keys: Vec<&str> = e.firing.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["any/shop/listing", "any/shop/stock"]);
+        assert_eq!(
+            e.firing["any/shop/stock"].summary,
+            "1 stock value on shop differ for more than 0 min (oldest 90 min)"
+        );
+        assert!(drift_watched(&rules, "shop", "listing"));
+        assert!(!drift_watched(&rules, "other", "offer"));
+    }
+
+    #[test]
+    fn oversell_fires_per_channel_from_the_counted_excess() {
         let now = 10 * MIN;
-        let mut world = World::default();
-        world.drift.push(drift("m", "stock", "A", now, "3", "5"));
-        world.drift.push(drift("m", "stock", "B", now, "5", "3"));
-        world.drift.push(drift("m", "offer", "C", now, "3", "5"));
-        let rules = [rule(
+        let mut watched = rule(
             "over",
             Condition::OversellRisk {
                 min_excess: 1,
                 older_than_minutes: 0,
             },
-        )];
+        );
+        watched.channels = vec!["m".into()];
+        let rules = [watched];
+        let q = OversellQuery {
+            cutoff: now,
+            min_excess: 1,
+        };
+        assert_eq!(oversell_queries(&rules, now), BTreeSet::from([q]));
+        assert!(oversell_watched(&rules, q, now, "m"));
+        assert!(!oversell_watched(&rules, q, now, "n"));
+        let og = |channel: &str, count, units, ex: &[&str]| OversellGroup {
+            channel: channel.into(),
+            count,
+            units,
+            examples: ex.iter().map(|s| s.to_string()).collect(),
+        };
+        let world = World {
+            oversell: BTreeMap::from([(q, vec![og("m", 1, 2, &["A"]), og("n", 4, 9, &[])])]),
+            ..World::default()
+        };
         let e = evaluate(&rules, &world, now);
+        assert_eq!(e.firing.len(), 1, "{e:?}");
         let f = &e.firing["over/m"];
         assert_eq!((f.count, f.examples.clone()), (1, vec!["A".to_string()]));
-        assert!(f.summary.contains("2 units too many"), "{}", f.summary);
+        assert_eq!(
+            f.summary,
+            "1 stock value on m show more than is available (2 units too many): risk of overselling"
+        );
+        // Read for another time: unknown.
+        let e = evaluate(&rules, &world, now + MIN);
+        assert!(e.firing.is_empty() && e.unknown.contains("over"), "{e:?}");
+    }
+
+    #[test]
+    fn dead_letters_and_held_fire_from_at_least() {
+        let rules = [
+            rule("dead", Condition::DeadLetters { at_least: 1 }),
+            rule("held", Condition::Held { at_least: 3 }),
+        ];
+        assert!(items_fire(&rules, true, "m", 1));
+        assert!(!items_fire(&rules, false, "m", 2));
+        assert!(items_fire(&rules, false, "m", 3));
+        let ig = |count, ex: &[&str]| ItemGroup {
+            channel: "m".into(),
+            count,
+            examples: ex.iter().map(|s| s.to_string()).collect(),
+        };
+        let world = World {
+            dead_letters: vec![ig(2, &["A", "B"])],
+            held: vec![ig(2, &[])],
+            ..World::default()
+        };
+        let e = evaluate(&rules, &world, 0);
+        let keys: Vec<&str> = e.firing.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["dead/m"]);
+        assert_eq!(
+            e.firing["dead/m"].summary,
+            "2 dead-lettered corrections on m: the API refused them for good (omnisync dead-letters)"
+        );
+        let world = World {
+            held: vec![ig(3, &["H1", "H2", "H1"])],
+            ..World::default()
+        };
+        let f = &evaluate(&rules, &world, 0).firing["held/m"];
+        assert_eq!(f.examples, vec!["H1", "H2"]);
+        assert_eq!(
+            f.summary,
+            "3 corrections on m held for approval (omnisync approve --channel m --list)"
+        );
     }
 
     #[test]
