@@ -833,45 +833,6 @@ impl Simulator {
         });
     }
 
-    /// Subscribes `url` to webhooks on `topics` (change field names; empty = every field).
-    /// Subscribing a URL again replaces its topics. Before the first delivery the subscriber
-    /// must pass Meta's verification request (echo `hub.challenge`); until it does, each
-    /// delivery attempt fails and is retried.
-    pub fn subscribe(&self, url: String, topics: Vec<String>) {
-        self.webhooks.subscribe(url, topics);
-    }
-
-    /// The webhook subscriptions.
-    pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.webhooks.subscriptions()
-    }
-
-    /// Removes every webhook subscription.
-    pub fn clear_subscriptions(&self) {
-        self.webhooks.clear();
-    }
-
-    /// Replaces the webhook delivery faults (`WebhookFaults::default()` clears them).
-    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
-        self.webhooks.set_faults(faults);
-    }
-
-    /// The webhook delivery faults still in force (counts go down as they are used).
-    pub fn webhook_faults(&self) -> WebhookFaults {
-        self.webhooks.faults()
-    }
-
-    /// Webhook delivery counters.
-    pub fn webhook_stats(&self) -> WebhookStats {
-        self.webhooks.stats()
-    }
-
-    /// Waits until every queued webhook delivery has finished (sent, dropped or given up),
-    /// up to `timeout`; `true` when none is pending.
-    pub async fn wait_webhooks_idle(&self, timeout: Duration) -> bool {
-        self.webhooks.wait_idle(timeout).await
-    }
-
     /// Sells `quantity` units of `retailer_id` (a shop order): lowers
     /// `quantity_to_sell_on_facebook` (the catalog's one location, `"default"`), then emits an
     /// order change followed by the product's stock change. `false` (and nothing changes) for
@@ -1429,6 +1390,9 @@ async fn unknown_path(State(sim): State<Arc<Simulator>>, uri: axum::http::Uri) -
     )
 }
 
+/// The webhook controls ([`WebhookAdmin::subscribe`] and the rest): topics are change field
+/// names. Before the first delivery a subscriber must pass Meta's verification request (echo
+/// `hub.challenge`); until it does, each delivery attempt fails and is retried.
 impl WebhookAdmin for Simulator {
     type Provider = MetaProvider;
     fn webhooks(&self) -> &Dispatcher<MetaProvider> {

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use omnisync_meta::sim::{self, DeliveryOptions, SimOptions, Simulator, WebhookFaults};
 use omnisync_meta::{MetaConnector, REF_PRODUCT_ID, connect};
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{SimControl, SimRecord, SimServer};
 use omnisync_sdk::webhook::{Headers, SoldLine, WebhookError, WebhookHint, headers_from};
 use omnisync_sdk::{

@@ -141,4 +141,18 @@ pub trait Connector: Send + Sync {
     fn webhooks(&self) -> Option<&dyn crate::webhook::WebhookHandler> {
         None
     }
+
+    /// Makes sure the system sends this connector's webhooks to the endpoint in its
+    /// settings: creates (or re-enables) what is missing and says what it did and found, one
+    /// human-readable line per step. Idempotent: a second call changes nothing. The default
+    /// answers that the connector cannot do this ([`crate::ErrorKind::Config`]).
+    async fn ensure_webhook_subscriptions(&self) -> Result<Vec<String>, ConnectorError> {
+        Err(ConnectorError::config(
+            "ensuring webhook subscriptions",
+            format!(
+                "the {} connector cannot create its own webhook subscriptions",
+                self.kind()
+            ),
+        ))
+    }
 }

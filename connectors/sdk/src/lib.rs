@@ -22,6 +22,7 @@ pub mod connector;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod notice;
 pub mod ratelimit;
 pub mod retry;
 pub mod secret;

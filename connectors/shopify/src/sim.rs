@@ -468,44 +468,6 @@ impl Simulator {
             .merge(delivery::admin_routes(Arc::clone(self)))
     }
 
-    /// Subscribes `url` to webhooks on `topics` (Shopify topic names such as
-    /// `inventory_levels/update`; empty = every topic). Subscribing a URL again replaces its
-    /// topics. Deliveries start with the next change.
-    pub fn subscribe(&self, url: String, topics: Vec<String>) {
-        self.shared.webhooks.subscribe(url, topics);
-    }
-
-    /// The webhook subscriptions.
-    pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.shared.webhooks.subscriptions()
-    }
-
-    /// Removes every webhook subscription.
-    pub fn clear_subscriptions(&self) {
-        self.shared.webhooks.clear();
-    }
-
-    /// Replaces the webhook delivery faults (`WebhookFaults::default()` clears them).
-    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
-        self.shared.webhooks.set_faults(faults);
-    }
-
-    /// The webhook delivery faults still in force (counts go down as they are used).
-    pub fn webhook_faults(&self) -> WebhookFaults {
-        self.shared.webhooks.faults()
-    }
-
-    /// Webhook delivery counters.
-    pub fn webhook_stats(&self) -> WebhookStats {
-        self.shared.webhooks.stats()
-    }
-
-    /// Waits until every queued webhook delivery has finished (sent, dropped or given up),
-    /// up to `timeout`; `true` when none is pending.
-    pub async fn wait_webhooks_idle(&self, timeout: std::time::Duration) -> bool {
-        self.shared.webhooks.wait_idle(timeout).await
-    }
-
     /// Sells `quantity` units of `sku`, as a customer order would: lowers `available` at the
     /// first location (in [`SimOptions::locations`] order) holding at least `quantity`, then
     /// emits `orders/create` followed by `inventory_levels/update`. `false` (and nothing
@@ -549,6 +511,8 @@ impl Simulator {
     }
 }
 
+/// The webhook controls ([`WebhookAdmin::subscribe`] and the rest): topics are Shopify
+/// topic names such as `inventory_levels/update`.
 impl WebhookAdmin for Simulator {
     type Provider = ShopifyProvider;
     fn webhooks(&self) -> &Dispatcher<ShopifyProvider> {

@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::{Harness, catalog, loc, nok, offer_fix, read, stock_fix};
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{SimControl, SimServer};
 use omnisync_sdk::webhook::{Headers, SoldLine, WebhookError, WebhookHint, headers_from};
 use omnisync_sdk::{Connector, Offer, PushOutcome, SecretRef};

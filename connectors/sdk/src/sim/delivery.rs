@@ -672,7 +672,9 @@ async fn attempt<P: Provider>(core: &Core<P>, job: &Job) -> bool {
     }
 }
 
-/// What the admin routes need from a simulator.
+/// What the admin routes need from a simulator, and the webhook controls every simulator
+/// that sends webhooks offers on top of it (provided methods that delegate to
+/// [`WebhookAdmin::webhooks`]). Bring the trait into scope to call them on a simulator.
 pub trait WebhookAdmin: Send + Sync + 'static {
     /// The simulator's provider.
     type Provider: Provider;
@@ -681,6 +683,45 @@ pub trait WebhookAdmin: Send + Sync + 'static {
     /// Sells `quantity` units of `sku` (a customer order) and emits the provider's order
     /// and stock events; `false` (and nothing changes) when it cannot be sold.
     fn sell(&self, sku: &str, quantity: i64) -> bool;
+
+    /// Subscribes `url` to webhooks on `topics` (the provider's topic names; empty = every
+    /// topic). Subscribing a URL again replaces its topics. Deliveries start with the next
+    /// change; a provider with a verification handshake makes it before the first one. A
+    /// `url` that is not an absolute http(s) URL is ignored with a warning.
+    fn subscribe(&self, url: String, topics: Vec<String>) {
+        self.webhooks().subscribe(url, topics);
+    }
+
+    /// The webhook subscriptions.
+    fn subscriptions(&self) -> Vec<Subscription> {
+        self.webhooks().subscriptions()
+    }
+
+    /// Removes every webhook subscription.
+    fn clear_subscriptions(&self) {
+        self.webhooks().clear();
+    }
+
+    /// Replaces the webhook delivery faults (`WebhookFaults::default()` clears them).
+    fn set_webhook_faults(&self, faults: WebhookFaults) {
+        self.webhooks().set_faults(faults);
+    }
+
+    /// The webhook delivery faults still in force (counts go down as they are used).
+    fn webhook_faults(&self) -> WebhookFaults {
+        self.webhooks().faults()
+    }
+
+    /// Webhook delivery counters.
+    fn webhook_stats(&self) -> WebhookStats {
+        self.webhooks().stats()
+    }
+
+    /// Waits until every queued webhook delivery has finished (sent, dropped or given up),
+    /// up to `timeout`; `true` when none is pending.
+    fn wait_webhooks_idle(&self, timeout: Duration) -> impl Future<Output = bool> + Send {
+        self.webhooks().wait_idle(timeout)
+    }
 }
 
 #[derive(Deserialize)]
