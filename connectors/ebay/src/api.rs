@@ -19,6 +19,9 @@ pub const MARKETPLACE_HEADER: &str = "X-EBAY-C-MARKETPLACE-ID";
 
 /// `errorId` of "Invalid access token" (domain `OAuth`, HTTP 401).
 pub const ERR_INVALID_TOKEN: i64 = 1001;
+/// `errorId` of "Access denied: Insufficient permissions to fulfill the request" (domain
+/// `ACCESS`, HTTP 403): the token lacks a scope the call needs, or is of the wrong kind.
+pub const ERR_ACCESS_DENIED: i64 = 1100;
 /// `errorId` of "Too many requests" (domain `ACCESS`, HTTP 429): the call quota is spent.
 pub const ERR_TOO_MANY_REQUESTS: i64 = 2001;
 /// `errorId` of a request eBay could not read (invalid JSON).
@@ -488,5 +491,49 @@ mod tests {
         assert!(serde_json::from_str::<InventoryItemsPage>(r#"{"error":"x"}"#).is_err());
         let p: InventoryItemsPage = serde_json::from_str(r#"{"total":0,"size":0}"#).unwrap();
         assert!(p.inventory_items.is_empty());
+    }
+}
+
+/// The id at the end of a `Location` header (what a create call made: a feed task, a
+/// notification destination or subscription); `what` names it in the errors.
+pub(crate) fn id_from_location(
+    op: &str,
+    headers: &reqwest::header::HeaderMap,
+    what: &str,
+) -> Result<String, omnisync_sdk::ConnectorError> {
+    use omnisync_sdk::ConnectorError;
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ConnectorError::protocol(op, format!("no Location header naming {what}")))?;
+    location
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ConnectorError::protocol(op, format!("Location {location:?} names no id of {what}"))
+        })
+}
+
+#[cfg(test)]
+mod location_tests {
+    use reqwest::header::{HeaderMap, LOCATION};
+
+    #[test]
+    fn ids_come_from_location() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LOCATION,
+            "https://api.ebay.com/commerce/notification/v1/destination/abc-1"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(super::id_from_location("op", &h, "it").unwrap(), "abc-1");
+        assert!(super::id_from_location("op", &HeaderMap::new(), "it").is_err());
     }
 }

@@ -17,6 +17,12 @@
 //!
 //! eBay has no idempotency keys and no compare-and-set on these calls: writes are absolute,
 //! `Correction::idempotency_key` and `Change::Stock::expected` are not sent.
+//!
+//! Every call takes its bearer token from a [`TokenSource`] ([`crate::oauth`]): the static
+//! `access_token`, or a user token minted from `refresh_token` and refreshed before it
+//! expires; a 401 to a minted token mints a new one and the call is sent once more.
+//! [`Connector::ensure_webhook_subscriptions`] creates the connector's Notification API
+//! destination and subscriptions ([`crate::notification`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,9 +34,9 @@ use futures::stream::{self, StreamExt};
 use omnisync_sdk::connector::{Capabilities, Change, Connector, Correction, Page, PushOutcome};
 use omnisync_sdk::http::{HttpClient, decode_json, status_error};
 use omnisync_sdk::ratelimit::RateLimiter;
-use omnisync_sdk::secret::{ExposeSecret, SecretString};
+use omnisync_sdk::secret::ExposeSecret;
 use omnisync_sdk::{ConnectorError, Currency, ErrorKind, Money, Offer, Record, StockLevel};
-use reqwest::header::{ACCEPT, CONTENT_LANGUAGE, HeaderMap, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_LANGUAGE, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -43,8 +49,10 @@ use crate::api::{
     OfferDetails, OfferPriceQuantity, OffersPage, PriceQuantity, PriceQuantityResponse,
     ShipToLocationAvailability, SkuRef,
 };
+use crate::notification::Manager;
+use crate::oauth::{APPLICATION_SCOPE, Grant, OAuthClient, TokenSource};
 use crate::report;
-use crate::settings::Settings;
+use crate::settings::{Settings, SubscriptionToken};
 use crate::webhook::{EbayWebhooks, WebhookConfig};
 
 /// The `Record::refs` key of the offer id (`bulk_update_price_quantity` needs it).
@@ -63,14 +71,10 @@ const MAX_PAGE_SIZE: u32 = 200;
 /// The most requests one `bulk_update_price_quantity` / `bulk_get_inventory_item` takes.
 const API_BATCH_LIMIT: usize = 25;
 
-/// Builds a connector from settings: resolves the token and builds the HTTP client. No
-/// network I/O.
+/// Builds a connector from settings: checks them, resolves the secrets and builds the HTTP
+/// clients. No network I/O (tokens are minted at the first call).
 pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
     let op = "configuring the eBay connector";
-    let token = settings
-        .access_token
-        .resolve()
-        .map_err(|e| ConnectorError::config(op, format!("settings.access_token: {e}")))?;
     let base = settings.base_url.trim().trim_end_matches('/').to_string();
     if !(base.starts_with("https://") || base.starts_with("http://")) {
         return Err(ConnectorError::config(
@@ -78,6 +82,8 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
             format!("settings.base_url {base:?} must start with https:// or http://"),
         ));
     }
+    let timeout = Duration::from_secs(settings.request_timeout_secs.max(1));
+    let (auth, app_auth) = credentials(&settings, &base, timeout)?;
     if settings.page_size == 0 || settings.page_size > MAX_PAGE_SIZE {
         return Err(ConnectorError::config(
             op,
@@ -98,6 +104,12 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
             ));
         }
     }
+    if settings.webhook_schema_version.trim().is_empty() {
+        return Err(ConnectorError::config(
+            op,
+            "settings.webhook_schema_version must not be empty",
+        ));
+    }
     for (name, value) in [
         ("marketplace_id", &settings.marketplace_id),
         ("content_language", &settings.content_language),
@@ -109,16 +121,16 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
             ));
         }
     }
-    let webhooks = webhooks(&settings, &base, &token)?;
+    // getPublicKey wants an application token; without one the user token is sent.
+    let key_token = app_auth.clone().unwrap_or_else(|| auth.clone());
+    let webhooks = webhooks(&settings, &base, key_token)?;
     let limiter = RateLimiter::new(settings.requests_per_second, settings.burst);
-    let http = HttpClient::new(
-        Duration::from_secs(settings.request_timeout_secs.max(1)),
-        Some(limiter),
-    )?;
+    let http = HttpClient::new(timeout, Some(limiter))?;
     Ok(EbayConnector {
         settings,
         base,
-        token,
+        auth,
+        app_auth,
         http,
         report: tokio::sync::Mutex::new(ReportState::default()),
         offer_ids: Mutex::new(HashMap::new()),
@@ -126,12 +138,125 @@ pub fn connect(settings: Settings) -> Result<EbayConnector, ConnectorError> {
     })
 }
 
+/// The user token source and, when the settings give one, the application token source.
+type TokenSources = (Arc<TokenSource>, Option<Arc<TokenSource>>);
+
+/// The token sources the settings describe: the user token (static `access_token`, or
+/// minted from `refresh_token`) and, when there is one, the application token (static
+/// `webhook_application_token`, or minted with the client credentials grant).
+fn credentials(
+    settings: &Settings,
+    base: &str,
+    timeout: Duration,
+) -> Result<TokenSources, ConnectorError> {
+    let op = "configuring the eBay connector";
+    let bad = |msg: String| ConnectorError::config(op, msg);
+    let margin = Duration::from_secs(settings.token_refresh_margin_secs);
+    let client_id = settings.client_id.as_deref().map(str::trim);
+    let client = match (client_id, &settings.client_secret) {
+        (None, None) => None,
+        (Some(""), _) => return Err(bad("settings.client_id is empty".to_string())),
+        (Some(id), Some(secret)) => {
+            let secret = secret
+                .resolve()
+                .map_err(|e| bad(format!("settings.client_secret: {e}")))?;
+            // The token endpoint is outside the API's call quota: no request budget.
+            let http = HttpClient::new(timeout, None)?;
+            Some(Arc::new(OAuthClient::new(
+                http,
+                base,
+                id.to_string(),
+                secret,
+            )))
+        }
+        _ => {
+            return Err(bad(
+                "settings.client_id and settings.client_secret go together: set both for the \
+                 connector to mint tokens, or neither"
+                    .to_string(),
+            ));
+        }
+    };
+    let user = match (&settings.access_token, &settings.refresh_token) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "set either settings.access_token (a static user token) or \
+                 settings.refresh_token (with settings.client_id and settings.client_secret), \
+                 not both"
+                    .to_string(),
+            ));
+        }
+        (None, None) => {
+            return Err(bad(
+                "no eBay credentials: set settings.access_token (a static user token), or \
+                 settings.client_id + settings.client_secret + settings.refresh_token (user \
+                 tokens minted and refreshed by the connector)"
+                    .to_string(),
+            ));
+        }
+        (Some(token), None) => TokenSource::fixed(
+            token
+                .resolve()
+                .map_err(|e| bad(format!("settings.access_token: {e}")))?,
+        ),
+        (None, Some(refresh)) => {
+            let Some(client) = &client else {
+                return Err(bad(
+                    "settings.refresh_token needs settings.client_id and settings.client_secret \
+                     (the application keyset the refresh token was issued to)"
+                        .to_string(),
+                ));
+            };
+            let mut scopes = Vec::new();
+            for scope in &settings.oauth_scopes {
+                let scope = scope.trim();
+                if scope.is_empty() || scope.chars().any(char::is_whitespace) {
+                    return Err(bad(format!(
+                        "settings.oauth_scopes: {scope:?} is not one scope (one URL per entry)"
+                    )));
+                }
+                if !scopes.iter().any(|s| s == scope) {
+                    scopes.push(scope.to_string());
+                }
+            }
+            let refresh_token = refresh
+                .resolve()
+                .map_err(|e| bad(format!("settings.refresh_token: {e}")))?;
+            TokenSource::minted(
+                client.clone(),
+                Grant::RefreshToken {
+                    refresh_token,
+                    scopes,
+                },
+                margin,
+            )
+        }
+    };
+    let app = match (&settings.webhook_application_token, &client) {
+        (Some(token), _) => {
+            Some(TokenSource::fixed(token.resolve().map_err(|e| {
+                bad(format!("settings.webhook_application_token: {e}"))
+            })?))
+        }
+        (None, Some(client)) => Some(TokenSource::minted(
+            client.clone(),
+            Grant::ClientCredentials {
+                scopes: vec![APPLICATION_SCOPE.to_string()],
+            },
+            margin,
+        )),
+        (None, None) => None,
+    };
+    Ok((Arc::new(user), app.map(Arc::new)))
+}
+
 /// The webhook handler, when [`Settings::webhook_endpoint`] and
-/// [`Settings::webhook_verification_token`] are set (both or neither).
+/// [`Settings::webhook_verification_token`] are set (both or neither); `key_token` is what
+/// `getPublicKey` is called with.
 fn webhooks(
     settings: &Settings,
     base: &str,
-    access_token: &SecretString,
+    key_token: Arc<TokenSource>,
 ) -> Result<Option<EbayWebhooks>, ConnectorError> {
     let op = "configuring the eBay connector";
     let bad = |msg: String| ConnectorError::config(op, msg);
@@ -171,12 +296,6 @@ fn webhooks(
                 .to_string(),
         ));
     }
-    let application_token = match &settings.webhook_application_token {
-        Some(r) => r
-            .resolve()
-            .map_err(|e| bad(format!("settings.webhook_application_token: {e}")))?,
-        None => access_token.clone(),
-    };
     let order_topics: Vec<String> = settings
         .webhook_order_topics
         .iter()
@@ -194,7 +313,7 @@ fn webhooks(
     }
     EbayWebhooks::new(WebhookConfig {
         base_url: base.to_string(),
-        application_token,
+        application_token: key_token,
         verification_token,
         endpoint,
         order_topics,
@@ -209,7 +328,10 @@ fn webhooks(
 pub struct EbayConnector {
     settings: Settings,
     base: String,
-    token: SecretString,
+    /// The user token of every Sell API call.
+    auth: Arc<TokenSource>,
+    /// The application token (Notification API destinations), when the settings give one.
+    app_auth: Option<Arc<TokenSource>>,
     http: HttpClient,
     report: tokio::sync::Mutex<ReportState>,
     /// SKU → offer id, learnt from `read_skus` and push-time look-ups.
@@ -224,6 +346,8 @@ impl std::fmt::Debug for EbayConnector {
             .field("base_url", &self.base)
             .field("marketplace_id", &self.settings.marketplace_id)
             .field("currency", &self.settings.currency)
+            .field("auth", &self.auth)
+            .field("app_auth", &self.app_auth)
             .finish_non_exhaustive()
     }
 }
@@ -292,11 +416,11 @@ impl EbayConnector {
         self.request_accepting(method, path, "application/json")
     }
 
+    /// A request without its bearer token: [`EbayConnector::send`] adds it.
     fn request_accepting(&self, method: Method, path: &str, accept: &str) -> RequestBuilder {
         self.http
             .raw()
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(self.token.expose_secret())
             .header(MARKETPLACE_HEADER, self.settings.marketplace_id.as_str())
             .header(ACCEPT, accept)
     }
@@ -314,15 +438,27 @@ impl EbayConnector {
         e
     }
 
+    /// Tokens minted so far for the Sell API calls (user token) and the Notification API
+    /// (application token).
+    pub fn tokens_minted(&self) -> (u64, u64) {
+        (
+            self.auth.mints(),
+            self.app_auth.as_ref().map_or(0, |a| a.mints()),
+        )
+    }
+
+    /// Sends a request with the user token (one retry with a new token after a 401 to a
+    /// minted one) and returns a successful answer; any other status is an error.
     async fn send(
         &self,
         op: &str,
         request: RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Bytes), ConnectorError> {
-        self.http
-            .send(op, request)
-            .await
-            .map_err(|e| self.refine(e))
+        let (status, headers, bytes) = self.auth.send(&self.http, op, request).await?;
+        if status.is_success() {
+            return Ok((status, headers, bytes));
+        }
+        Err(self.refine(status_error(op, status, &headers, &bytes)))
     }
 
     /// Sends a bulk call and reads its answer: a success, or a 4xx that still lists
@@ -333,7 +469,7 @@ impl EbayConnector {
         request: RequestBuilder,
         has_items: fn(&T) -> bool,
     ) -> Result<T, ConnectorError> {
-        let (status, headers, bytes) = self.http.send_raw(op, request).await?;
+        let (status, headers, bytes) = self.auth.send(&self.http, op, request).await?;
         if status.is_success() {
             return decode_json(op, &bytes);
         }
@@ -513,30 +649,11 @@ impl EbayConnector {
             }
             Err(e) => return Err(e),
         };
-        let location = headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ConnectorError::protocol(
-                    OP_CREATE_TASK,
-                    format!("HTTP {status} without a Location header naming the task"),
-                )
-            })?;
-        let task_id = location
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                ConnectorError::protocol(
-                    OP_CREATE_TASK,
-                    format!("Location {location:?} names no task"),
-                )
-            })?;
-        Ok(task_id.to_string())
+        api::id_from_location(
+            OP_CREATE_TASK,
+            &headers,
+            &format!("the task (HTTP {status})"),
+        )
     }
 
     async fn task_status(&self, task_id: &str) -> Result<InventoryTask, ConnectorError> {
@@ -750,6 +867,45 @@ impl Connector for EbayConnector {
             max_batch: self.settings.max_batch,
             max_read_batch: self.settings.max_read_batch,
         }
+    }
+
+    async fn ensure_webhook_subscriptions(&self) -> Result<Vec<String>, ConnectorError> {
+        let op = "ensuring eBay notification subscriptions";
+        let Some(webhooks) = &self.webhooks else {
+            return Err(ConnectorError::config(
+                op,
+                "set settings.webhook_endpoint and settings.webhook_verification_token first",
+            ));
+        };
+        let Some(app) = &self.app_auth else {
+            return Err(ConnectorError::config(
+                op,
+                "Notification API destinations take an application token: set \
+                 settings.client_id and settings.client_secret (or \
+                 settings.webhook_application_token)",
+            ));
+        };
+        let (subs, subs_kind) = match self.settings.webhook_subscription_token {
+            SubscriptionToken::User => (&self.auth, "user"),
+            SubscriptionToken::Application => (app, "application"),
+        };
+        let done = Manager {
+            http: &self.http,
+            base: &self.base,
+            app,
+            subs,
+            subs_kind,
+            endpoint: webhooks.endpoint(),
+            verification_token: webhooks.verification_token(),
+            topics: webhooks.order_topics(),
+            schema_version: self.settings.webhook_schema_version.trim(),
+        }
+        .ensure()
+        .await?;
+        for line in &done {
+            tracing::info!(connector = KIND, "{line}");
+        }
+        Ok(done)
     }
 
     async fn healthcheck(&self) -> Result<(), ConnectorError> {

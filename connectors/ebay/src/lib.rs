@@ -8,6 +8,10 @@
 //!   `bulkUpdatePriceQuantity`) and, for offer prices in full reads, the Sell Feed API's
 //!   active inventory report;
 //! - [`settings`]: its configuration ([`Settings`]);
+//! - [`oauth`]: access tokens: a static user token, or user and application tokens minted
+//!   (refresh token and client credentials grants) and refreshed by the connector;
+//! - [`notification`]: the Notification API destination and subscriptions the connector
+//!   creates for itself ([`omnisync_sdk::Connector::ensure_webhook_subscriptions`]);
 //! - [`api`]: the wire format shared by adapter and simulator;
 //! - [`report`]: reading and writing the active inventory report file;
 //! - [`webhook`]: eBay Commerce Notification API deliveries ([`webhook::EbayWebhooks`]):
@@ -15,8 +19,9 @@
 //!   `getPublicKey` and cached), the `challenge_code` endpoint validation, and
 //!   `ORDER_CONFIRMATION` line items as sold units the daemon reserves;
 //! - [`sim`]: a loopback simulator speaking the same API, for tests, the demo and rehearsals;
-//!   it also sends signed notifications (a sale: `ORDER_CONFIRMATION`) to subscribed
-//!   endpoints and serves the key.
+//!   it also mints OAuth tokens, keeps Notification API destinations and subscriptions, sends
+//!   signed notifications (a sale: `ORDER_CONFIRMATION`) to subscribed endpoints and serves
+//!   the key.
 //!
 //! Records: `external_id` = the seller SKU, stock under
 //! [`omnisync_sdk::StockLevel::DEFAULT_LOCATION`] (`"default"`), the offer in the
@@ -29,13 +34,15 @@
 
 pub mod api;
 pub mod connector;
+pub mod notification;
+pub mod oauth;
 pub mod report;
 pub mod settings;
 pub mod sim;
 pub mod webhook;
 
 pub use connector::{EbayConnector, REF_LISTING_ID, REF_OFFER_ID, connect};
-pub use settings::Settings;
+pub use settings::{Settings, SubscriptionToken};
 
 /// The connector kind in the daemon's config.
 pub const KIND: &str = "ebay";

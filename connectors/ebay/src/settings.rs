@@ -3,25 +3,44 @@
 //! The daemon's config exposes these fields as they are (`[connectors.<id>.settings]` →
 //! [`Settings`]). eBay facts that are not confirmed in eBay's own documentation (the daily
 //! call quota and whether a 429 carries `Retry-After`, how long an active inventory report
-//! takes) are settings with documented defaults rather than constants.
+//! takes, which token a topic's subscription takes, a topic's schema version) are settings
+//! with documented defaults rather than constants.
 
 use omnisync_sdk::{Currency, SecretRef};
 use serde::{Deserialize, Serialize};
 
+use crate::oauth::SELL_INVENTORY_SCOPE;
+
 /// Settings of the eBay connector.
 ///
-/// ```toml
-/// access_token = "credential:ebay-user-token"
-/// marketplace_id = "EBAY_DE"
-/// content_language = "de-DE"
-/// currency = "EUR"
-/// ```
+/// Credentials come in one of two shapes (checked by [`crate::connect`]):
 ///
-/// The access token is an OAuth 2 *user* access token with the scope
-/// `https://api.ebay.com/oauth/api_scope/sell.inventory`. It is sent as
-/// `Authorization: Bearer …`. Refreshing it (user tokens live two hours; the refresh token
-/// 18 months) is not done by this connector yet: point `access_token` at a file or
-/// credential that something else keeps fresh.
+/// - **A static user token**: `access_token`, an OAuth 2 *user* access token with the scope
+///   `https://api.ebay.com/oauth/api_scope/sell.inventory`, sent as `Authorization: Bearer …`
+///   and never refreshed (eBay's user tokens live two hours: point it at a file or credential
+///   that something else keeps fresh).
+///
+///   ```toml
+///   access_token = "credential:ebay-user-token"
+///   ```
+///
+/// - **Tokens minted by the connector**: `client_id` + `client_secret` (the application's
+///   keyset) + `refresh_token` (from eBay's consent flow, valid about 18 months). The user
+///   access token is minted with the refresh token grant (`oauth_scopes`), cached, minted
+///   again `token_refresh_margin_secs` before it expires and after any 401.
+///
+///   ```toml
+///   client_id = "MyShop-omnisync-PRD-1a2b3c4d5-6e7f8a9b"
+///   client_secret = "credential:ebay-client-secret"
+///   refresh_token = "credential:ebay-refresh-token"
+///   marketplace_id = "EBAY_DE"
+///   content_language = "de-DE"
+///   currency = "EUR"
+///   ```
+///
+/// With `client_id` + `client_secret`, the *application* token the Notification API wants
+/// (`getPublicKey`, destinations) is minted with the client credentials grant as well, unless
+/// `webhook_application_token` is set.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -30,8 +49,39 @@ pub struct Settings {
     /// `{base_url}/sell/feed/v1/…`.
     #[serde(default = "default_base_url")]
     pub base_url: String,
-    /// The OAuth 2 user access token, by reference (`env:…`, `file:…`, `credential:…`).
-    pub access_token: SecretRef,
+    /// A static OAuth 2 user access token, by reference (`env:…`, `file:…`, `credential:…`),
+    /// never refreshed. Set this, or `client_id` + `client_secret` + `refresh_token`.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<SecretRef>,
+    /// The application's OAuth client id (eBay's "App ID"; not a secret). With
+    /// [`Settings::client_secret`] the connector mints tokens itself. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The application's OAuth client secret (eBay's "Cert ID"), by reference. Goes with
+    /// [`Settings::client_id`]. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretRef>,
+    /// The seller's OAuth refresh token, by reference: the user access token is minted from
+    /// it with the refresh token grant and refreshed before it expires. Needs
+    /// [`Settings::client_id`] and [`Settings::client_secret`]; excludes
+    /// [`Settings::access_token`]. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretRef>,
+    /// The scopes asked for with the refresh token grant (sent space-separated; they must be
+    /// among those the seller consented to). Default
+    /// `["https://api.ebay.com/oauth/api_scope/sell.inventory"]`, which covers every Sell
+    /// Inventory call and the Sell Feed API's inventory tasks and result files. Add
+    /// `https://api.ebay.com/oauth/api_scope/commerce.notification.subscription` for the
+    /// connector to create user-based notification subscriptions (see
+    /// [`Settings::webhook_subscription_token`]). An empty list sends no `scope`.
+    #[serde(default = "default_oauth_scopes")]
+    pub oauth_scopes: Vec<String>,
+    /// A minted token is replaced this many seconds before it expires (eBay's tokens live
+    /// 7200 s). A margin at least as long as the token's life mints a token for every call.
+    /// Default 300.
+    #[serde(default = "default_token_refresh_margin_secs")]
+    pub token_refresh_margin_secs: u64,
     /// The marketplace, sent as `X-EBAY-C-MARKETPLACE-ID` (required by the Feed API's
     /// `createInventoryTask`) and used to pick the offer of a SKU. Default `EBAY_DE`.
     #[serde(default = "default_marketplace_id")]
@@ -111,12 +161,27 @@ pub struct Settings {
     /// letters, digits, `_` and `-`). Required with [`Settings::webhook_endpoint`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_verification_token: Option<SecretRef>,
-    /// The OAuth token sent to `GET /commerce/notification/v1/public_key/{kid}`, by
-    /// reference. eBay documents an *application* token (client credentials grant, scope
-    /// `https://api.ebay.com/oauth/api_scope`) for that call. Default: none, which sends
-    /// [`Settings::access_token`].
+    /// A static *application* token (client credentials grant, scope
+    /// `https://api.ebay.com/oauth/api_scope`), by reference, sent to
+    /// `GET /commerce/notification/v1/public_key/{kid}` and the Notification API's destination
+    /// calls. Default: none, which mints one with the client credentials grant when
+    /// [`Settings::client_id`] and [`Settings::client_secret`] are set, and otherwise sends
+    /// the user token to `getPublicKey` (and cannot manage destinations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_application_token: Option<SecretRef>,
+    /// Which token creates and lists the connector's notification subscriptions
+    /// (`ensure_webhook_subscriptions`): `"user"` (the user token; it needs the scope
+    /// `…/commerce.notification.subscription`) or `"application"` (the application token).
+    /// eBay documents a user token for *user-based* topics and an application token for
+    /// application-based ones; that the order topics are user-based is unconfirmed here
+    /// (`getTopic` tells a topic's `scope`), hence a setting. Default `"user"`.
+    #[serde(default)]
+    pub webhook_subscription_token: SubscriptionToken,
+    /// `payload.schemaVersion` of the subscriptions the connector creates. eBay publishes a
+    /// topic's supported versions through `getTopic`; `"1.0"` for the order topics is
+    /// unconfirmed here, hence a setting. Default `"1.0"`.
+    #[serde(default = "default_webhook_schema_version")]
+    pub webhook_schema_version: String,
     /// Notification topics whose deliveries are orders: their line items reserve the sold
     /// units. Default `["ORDER_CONFIRMATION"]` (the Notification API topic sent when a buyer
     /// completes checkout, one notification per line item). eBay does not publish that
@@ -127,6 +192,17 @@ pub struct Settings {
     /// seconds (eBay recommends caching it about an hour). Default 3600.
     #[serde(default = "default_public_key_cache_secs")]
     pub webhook_public_key_cache_secs: u64,
+}
+
+/// Which token manages the connector's notification subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionToken {
+    /// The user token (user-based topics; scope `…/commerce.notification.subscription`).
+    #[default]
+    User,
+    /// The application token (application-based topics).
+    Application,
 }
 
 /// The production API host.
@@ -186,13 +262,50 @@ fn default_order_topics() -> Vec<String> {
 fn default_public_key_cache_secs() -> u64 {
     3600
 }
+fn default_oauth_scopes() -> Vec<String> {
+    vec![SELL_INVENTORY_SCOPE.to_string()]
+}
+fn default_token_refresh_margin_secs() -> u64 {
+    300
+}
+fn default_webhook_schema_version() -> String {
+    "1.0".to_string()
+}
 
 impl Settings {
-    /// Settings with every default and the given token reference.
+    /// Settings with every default and the given static user token reference.
     pub fn new(access_token: SecretRef) -> Self {
         Settings {
+            access_token: Some(access_token),
+            ..Settings::without_credentials()
+        }
+    }
+
+    /// Settings with every default whose user tokens the connector mints from
+    /// `refresh_token` with the application's `client_id` and `client_secret` (which also
+    /// mint the application token).
+    pub fn with_refresh_token(
+        client_id: impl Into<String>,
+        client_secret: SecretRef,
+        refresh_token: SecretRef,
+    ) -> Self {
+        Settings {
+            client_id: Some(client_id.into()),
+            client_secret: Some(client_secret),
+            refresh_token: Some(refresh_token),
+            ..Settings::without_credentials()
+        }
+    }
+
+    fn without_credentials() -> Self {
+        Settings {
             base_url: default_base_url(),
-            access_token,
+            access_token: None,
+            client_id: None,
+            client_secret: None,
+            refresh_token: None,
+            oauth_scopes: default_oauth_scopes(),
+            token_refresh_margin_secs: default_token_refresh_margin_secs(),
             marketplace_id: default_marketplace_id(),
             content_language: default_content_language(),
             currency: default_currency(),
@@ -213,6 +326,8 @@ impl Settings {
             webhook_endpoint: None,
             webhook_verification_token: None,
             webhook_application_token: None,
+            webhook_subscription_token: SubscriptionToken::User,
+            webhook_schema_version: default_webhook_schema_version(),
             webhook_order_topics: default_order_topics(),
             webhook_public_key_cache_secs: default_public_key_cache_secs(),
         }
@@ -243,13 +358,40 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unknown_fields_and_missing_token() {
+    fn refuses_unknown_fields_and_reads_the_oauth_keys() {
         let e = serde_json::from_value::<Settings>(
             serde_json::json!({"access_token": "env:X", "pagesize": 5}),
         )
         .unwrap_err();
         assert!(e.to_string().contains("pagesize"));
-        assert!(serde_json::from_value::<Settings>(serde_json::json!({})).is_err());
+        // Credentials are checked by `connect`, which names the keys (tests/oauth.rs).
+        let s: Settings = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(s.access_token.is_none() && s.refresh_token.is_none());
+        assert_eq!(s.oauth_scopes, vec![SELL_INVENTORY_SCOPE.to_string()]);
+        assert_eq!(s.token_refresh_margin_secs, 300);
+        assert_eq!(s.webhook_subscription_token, SubscriptionToken::User);
+        assert_eq!(s.webhook_schema_version, "1.0");
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "client_id": "App-ID",
+            "client_secret": "env:EBAY_CLIENT_SECRET",
+            "refresh_token": "credential:ebay-refresh-token",
+            "oauth_scopes": ["a", "b"],
+            "token_refresh_margin_secs": 60,
+            "webhook_subscription_token": "application",
+        }))
+        .unwrap();
+        assert_eq!(s.client_id.as_deref(), Some("App-ID"));
+        assert_eq!(s.oauth_scopes.len(), 2);
+        assert_eq!(s.webhook_subscription_token, SubscriptionToken::Application);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v.get("access_token").is_none());
+        assert_eq!(v["refresh_token"], "credential:ebay-refresh-token");
+        assert!(
+            serde_json::from_value::<Settings>(
+                serde_json::json!({"webhook_subscription_token": "admin"})
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -281,8 +423,15 @@ mod tests {
     }
 
     #[test]
-    fn literal_token_is_redacted_in_debug() {
+    fn literal_secrets_are_redacted_in_debug() {
         let s = Settings::new("literal:very-secret-token".parse().unwrap());
         assert!(!format!("{s:?}").contains("very-secret-token"));
+        let s = Settings::with_refresh_token(
+            "id",
+            "literal:very-secret-client".parse().unwrap(),
+            "literal:very-secret-refresh".parse().unwrap(),
+        );
+        let d = format!("{s:?}");
+        assert!(!d.contains("very-secret"), "{d}");
     }
 }

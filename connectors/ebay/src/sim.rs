@@ -11,12 +11,22 @@
 //! | `GET /sell/feed/v1/inventory_task/{id}` | `QUEUED`, `IN_PROCESS`, then `COMPLETED` once [`SimOptions::report_delay`] has passed |
 //! | `GET /sell/feed/v1/task/{id}/download_result_file` | a ZIP holding the report XML, snapshotted when the task was created |
 //! | `GET /commerce/notification/v1/public_key/{kid}` | `{"key", "algorithm": "ECDSA", "digest"}` for the application (or user) token; 404 errorId 195001 for another id |
+//! | `POST /identity/v1/oauth2/token` | `Authorization: Basic base64(`[`SimOptions::client_id`]`:`[`SimOptions::client_secret`]`)` else 401 `{"error": "invalid_client"}`; `grant_type=client_credentials` (scope `…/oauth/api_scope`) → an application token, `grant_type=refresh_token` ([`SimOptions::refresh_token`], scopes among [`SimOptions::user_scopes`]) → a user token, both `{"access_token", "expires_in", "token_type"}` living [`SimOptions::token_ttl`]; 400 `invalid_grant` / `invalid_scope` / `unsupported_grant_type` / `invalid_request` with eBay's `error_description` |
+//! | `GET`, `POST /commerce/notification/v1/destination`; `GET`, `PUT`, `DELETE …/destination/{id}` | application token only (a user token: 403 errorId 1100); `limit` 10–100 (400 195004) and `continuation_token` paging; create and update first make eBay's `GET {endpoint}?challenge_code=…` and refuse with 409 195020 when the answer is wrong or missing (the reason in `longMessage`); 409 195021 for an endpoint that has a destination; 400 195016–195019 for a bad name, endpoint, status or verification token (32–80 of `[A-Za-z0-9_-]`); 201 + `Location`; delete of a destination in use: 409 195024 |
+//! | `GET`, `POST /commerce/notification/v1/subscription`; `GET`, `DELETE …/subscription/{id}`; `POST …/{id}/enable`, `…/{id}/disable` | a user token with `…/commerce.notification.subscription` for the topics in [`SimOptions::user_topics`], an application token for those in [`SimOptions::application_topics`] (else 403 195011); each token kind sees its own subscriptions; unknown topic 400 195027, bad status 195006, unknown destination 195007, payload other than `JSON` / `1.0` / `HTTPS` 195009 / 195008 / 195010; a second subscription of a topic 409 195012; enabling towards a destination that is not enabled 409 195015; 201 + `Location` |
 //!
-//! Every API call needs `Authorization: Bearer <SimOptions::access_token>` (else 401 errorId
-//! 1001 "Invalid access token", domain `OAuth`), and counts against a per-second limit and a
-//! call quota per window (else 429 errorId 2001 "Too many requests", domain `ACCESS`). The
+//! Every Sell API call needs `Authorization: Bearer` with a user token: the static
+//! [`SimOptions::access_token`], or an unexpired token minted with the refresh token grant
+//! (whose scopes must include `…/sell.inventory`, else 403 errorId 1100 "Access denied");
+//! else 401 errorId 1001 "Invalid access token", domain `OAuth` (counted:
+//! [`Simulator::unauthorized_answers`]). [`Simulator::expire_tokens`] (`POST
+//! /__sim/oauth/expire`) expires every minted token at once, and
+//! [`Simulator::revoke_refresh_token`] (`POST /__sim/oauth/revoke`) makes the refresh token
+//! grant fail, for rehearsing refresh and refusal. Calls count against a per-second limit and
+//! a call quota per window (else 429 errorId 2001 "Too many requests", domain `ACCESS`). The
 //! simulator sends `Retry-After` with its 429s; whether eBay does is unconfirmed (the adapter
-//! falls back to `Settings::throttle_retry_after_secs`).
+//! falls back to `Settings::throttle_retry_after_secs`). The token endpoint and the
+//! Notification API are outside those limits (eBay's numbers for them are unconfirmed).
 //!
 //! **Notifications.** Like eBay's Commerce Notification API it POSTs signed notifications to
 //! the endpoints subscribed with [`Simulator::subscribe`] (or `POST
@@ -36,8 +46,12 @@
 //! token). Delivery is the SDK's [`Dispatcher`]: bounded retries, and drop / duplicate /
 //! delay / reorder faults ([`Simulator::set_webhook_faults`], `POST /__sim/webhooks/faults`).
 //! [`Simulator::validate_endpoint`] makes eBay's `challenge_code` request to an endpoint and
-//! checks its answer. Seeding and hand edits emit nothing (no price or quantity topic is
-//! confirmed for sellers).
+//! checks its answer. An `ENABLED` Notification API subscription (`POST
+//! /commerce/notification/v1/subscription`) to an `ENABLED` destination subscribes the
+//! destination's endpoint to its topic in the same dispatcher (and disabling or deleting it
+//! unsubscribes the endpoint from the topic). eBay accepts only `https` endpoints on public
+//! addresses; the simulator takes any absolute http(s) URL, so tests can use loopback. Seeding
+//! and hand edits emit nothing (no price or quantity topic is confirmed for sellers).
 //!
 //! State: listings in a `Vec` sorted by SKU (binary search by SKU, a page is a slice: O(page
 //! size) per request), so 100,000 listings seed and page quickly. Every listing has one
@@ -57,6 +71,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use omnisync_sdk::sim::delivery::{self, Dispatcher, OutEvent, Provider, WebhookAdmin};
 use omnisync_sdk::sim::{
     Faults, SimControl, SimCounters, SimRecord, SimServer, admin_router, fault_layer,
@@ -75,6 +91,14 @@ use crate::api::{
     GetInventoryItemResponse, InventoryItem, MARKETPLACE_HEADER, PriceQuantity,
     PriceQuantityResponse, Product, ShipToLocationAvailability,
 };
+use crate::notification::{
+    self as notif, CreateSubscriptionRequest, DeliveryConfig, Destination, DestinationRequest,
+    NOTIFICATION, Subscription as NotificationSubscription, SubscriptionPayloadDetail,
+};
+use crate::oauth::{
+    APPLICATION_SCOPE, NOTIFICATION_SUBSCRIPTION_SCOPE, OAuthError, SELL_INVENTORY_SCOPE,
+    TOKEN_PATH, TokenResponse,
+};
 use crate::report::{self, ReportLine};
 use crate::settings::Settings;
 use crate::webhook::{
@@ -88,6 +112,15 @@ pub const DEMO_APPLICATION_TOKEN: &str = "ebay-sim-app-token";
 pub const DEMO_KEY_ID: &str = "6b9c0e7a-4f1d-4c3e-9a57-0e1b2c3d4e5f";
 /// A verification token of eBay's shape (32–80 characters), for demos and tests.
 pub const DEMO_VERIFICATION_TOKEN: &str = "omnisync-demo-verification-token-0123456789";
+/// The OAuth client id the simulator accepts by default.
+pub const DEMO_CLIENT_ID: &str = "omnisync-sim-PRD-0123456789-abcdef01";
+/// The OAuth client secret the simulator accepts by default.
+pub const DEMO_CLIENT_SECRET: &str = "PRD-sim-client-secret-0123456789";
+/// The refresh token the simulator accepts by default.
+pub const DEMO_REFRESH_TOKEN: &str = "v^1.1#i^1#sim-refresh-token";
+/// eBay's application-level topic of account deletion requests (an application-based topic
+/// in the simulator).
+pub const MARKETPLACE_ACCOUNT_DELETION: &str = "MARKETPLACE_ACCOUNT_DELETION";
 
 /// How the simulator behaves. `Default` gives eBay's documented limits and the demo
 /// credentials: the access token `ebay-sim-token` on marketplace `EBAY_DE`, in EUR.
@@ -133,6 +166,24 @@ pub struct SimOptions {
     pub order_topic: String,
     /// How notifications are delivered: timeouts and bounded retries.
     pub webhook_delivery: DeliveryOptions,
+    /// The application's OAuth client id ([`DEMO_CLIENT_ID`]).
+    pub client_id: String,
+    /// The application's OAuth client secret ([`DEMO_CLIENT_SECRET`]).
+    pub client_secret: String,
+    /// The seller's refresh token ([`DEMO_REFRESH_TOKEN`]).
+    pub refresh_token: String,
+    /// The scopes the seller consented to: a refresh token grant may ask for these (all of
+    /// them when it names none). Default `…/sell.inventory` and
+    /// `…/commerce.notification.subscription`.
+    pub user_scopes: Vec<String>,
+    /// How long minted tokens live (eBay: 7200 s).
+    pub token_ttl: Duration,
+    /// Notification topics whose subscriptions take a user token (with
+    /// `…/commerce.notification.subscription`). Default: `ORDER_CONFIRMATION`.
+    pub user_topics: Vec<String>,
+    /// Notification topics whose subscriptions take an application token. Default:
+    /// [`MARKETPLACE_ACCOUNT_DELETION`].
+    pub application_topics: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -154,6 +205,16 @@ impl Default for SimOptions {
             notification_digest: SignatureDigest::Sha1,
             order_topic: ORDER_CONFIRMATION.to_string(),
             webhook_delivery: DeliveryOptions::default(),
+            client_id: DEMO_CLIENT_ID.to_string(),
+            client_secret: DEMO_CLIENT_SECRET.to_string(),
+            refresh_token: DEMO_REFRESH_TOKEN.to_string(),
+            user_scopes: vec![
+                SELL_INVENTORY_SCOPE.to_string(),
+                NOTIFICATION_SUBSCRIPTION_SCOPE.to_string(),
+            ],
+            token_ttl: Duration::from_secs(7200),
+            user_topics: vec![ORDER_CONFIRMATION.to_string()],
+            application_topics: vec![MARKETPLACE_ACCOUNT_DELETION.to_string()],
         }
     }
 }
@@ -162,7 +223,51 @@ impl SimOptions {
     /// Adapter settings that work against a simulator with these options at `base_url`
     /// (a literal token, short report polling, the simulator's own per-second limit as the budget).
     pub fn settings(&self, base_url: &str) -> Settings {
-        let mut s = Settings::new(SecretRef::Literal(self.access_token.clone()));
+        let mut s = self.tuned(
+            Settings::new(SecretRef::Literal(self.access_token.clone())),
+            base_url,
+        );
+        s.webhook_application_token = Some(SecretRef::Literal(self.application_token.clone()));
+        s
+    }
+
+    /// Adapter settings whose tokens the connector mints from this simulator: the client id
+    /// and secret and the refresh token (scopes `…/sell.inventory` and
+    /// `…/commerce.notification.subscription`); the application token is minted with the
+    /// client credentials grant.
+    pub fn oauth_settings(&self, base_url: &str) -> Settings {
+        let mut s = self.tuned(
+            Settings::with_refresh_token(
+                self.client_id.clone(),
+                SecretRef::Literal(self.client_secret.clone()),
+                SecretRef::Literal(self.refresh_token.clone()),
+            ),
+            base_url,
+        );
+        s.oauth_scopes = vec![
+            SELL_INVENTORY_SCOPE.to_string(),
+            NOTIFICATION_SUBSCRIPTION_SCOPE.to_string(),
+        ];
+        s
+    }
+
+    /// [`SimOptions::oauth_settings`] with notifications on (see
+    /// [`SimOptions::webhook_settings`]).
+    pub fn oauth_webhook_settings(
+        &self,
+        base_url: &str,
+        endpoint: &str,
+        verification_token: &str,
+    ) -> Settings {
+        let mut s = self.oauth_settings(base_url);
+        s.webhook_endpoint = Some(endpoint.to_string());
+        s.webhook_verification_token = Some(SecretRef::Literal(verification_token.to_string()));
+        s.webhook_order_topics = vec![self.order_topic.clone()];
+        s
+    }
+
+    /// The tuning every simulator settings share.
+    fn tuned(&self, mut s: Settings, base_url: &str) -> Settings {
         s.base_url = base_url.to_string();
         s.marketplace_id = self.marketplace_id.clone();
         s.currency = self.currency;
@@ -179,7 +284,6 @@ impl SimOptions {
         let rate = self.requests_per_second.unwrap_or(10_000);
         s.requests_per_second = (rate * 4 / 5).max(1);
         s.burst = (rate / 10).max(1);
-        s.webhook_application_token = Some(SecretRef::Literal(self.application_token.clone()));
         s
     }
 
@@ -365,6 +469,11 @@ pub struct Simulator {
     key_fetches: AtomicU64,
     notifications: AtomicU64,
     nonce: u64,
+    oauth: Mutex<OAuthState>,
+    user_grants: AtomicU64,
+    application_grants: AtomicU64,
+    unauthorized: AtomicU64,
+    notification_api: Mutex<NotificationState>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -385,7 +494,8 @@ pub async fn start(
     let sim = Arc::new(Simulator::new(options));
     let app = fault_layer(sim.api_router(), sim.clone())
         .merge(admin_router(sim.clone()))
-        .merge(delivery::admin_routes(sim.clone()));
+        .merge(delivery::admin_routes(sim.clone()))
+        .merge(oauth_admin_routes(sim.clone()));
     let server = SimServer::start(app, addr).await?;
     Ok((sim, server))
 }
@@ -416,6 +526,11 @@ impl Simulator {
             key_fetches: AtomicU64::new(0),
             notifications: AtomicU64::new(0),
             nonce,
+            oauth: Mutex::new(OAuthState::default()),
+            user_grants: AtomicU64::new(0),
+            application_grants: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            notification_api: Mutex::new(NotificationState::default()),
             options,
             state: Mutex::new(SimState::default()),
             rate: Mutex::new(RateWindow {
@@ -465,45 +580,6 @@ impl Simulator {
     /// `getPublicKey` calls answered with the key so far.
     pub fn public_key_fetches(&self) -> u64 {
         self.key_fetches.load(Ordering::Relaxed)
-    }
-
-    /// Subscribes `url` to notifications on `topics` (eBay topic ids such as
-    /// `ORDER_CONFIRMATION`; empty = every topic). Subscribing a URL again replaces its
-    /// topics. (eBay validates an endpoint when its destination is created: see
-    /// [`Simulator::validate_endpoint`].)
-    pub fn subscribe(&self, url: String, topics: Vec<String>) {
-        self.webhooks.subscribe(url, topics);
-    }
-
-    /// The subscriptions.
-    pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.webhooks.subscriptions()
-    }
-
-    /// Removes every subscription.
-    pub fn clear_subscriptions(&self) {
-        self.webhooks.clear();
-    }
-
-    /// Replaces the delivery faults (`WebhookFaults::default()` clears them).
-    pub fn set_webhook_faults(&self, faults: WebhookFaults) {
-        self.webhooks.set_faults(faults);
-    }
-
-    /// The delivery faults still in force (counts go down as they are used).
-    pub fn webhook_faults(&self) -> WebhookFaults {
-        self.webhooks.faults()
-    }
-
-    /// Delivery counters.
-    pub fn webhook_stats(&self) -> WebhookStats {
-        self.webhooks.stats()
-    }
-
-    /// Waits until every queued delivery has finished (sent, dropped or given up), up to
-    /// `timeout`; `true` when none is pending.
-    pub async fn wait_webhooks_idle(&self, timeout: Duration) -> bool {
-        self.webhooks.wait_idle(timeout).await
     }
 
     /// eBay's endpoint validation: `GET url?challenge_code=…`, which must answer 200 with
@@ -659,6 +735,33 @@ impl Simulator {
                 &format!("{PUBLIC_KEY_PATH}/{{public_key_id}}"),
                 get(get_public_key),
             )
+            .route(TOKEN_PATH, post(mint_token))
+            .route(
+                &format!("{NOTIFICATION}/destination"),
+                get(list_destinations).post(create_destination),
+            )
+            .route(
+                &format!("{NOTIFICATION}/destination/{{destination_id}}"),
+                get(get_destination)
+                    .put(update_destination)
+                    .delete(delete_destination),
+            )
+            .route(
+                &format!("{NOTIFICATION}/subscription"),
+                get(list_subscriptions).post(create_subscription),
+            )
+            .route(
+                &format!("{NOTIFICATION}/subscription/{{subscription_id}}"),
+                get(get_subscription).delete(delete_subscription),
+            )
+            .route(
+                &format!("{NOTIFICATION}/subscription/{{subscription_id}}/enable"),
+                post(enable_subscription),
+            )
+            .route(
+                &format!("{NOTIFICATION}/subscription/{{subscription_id}}/disable"),
+                post(disable_subscription),
+            )
             .with_state(self.clone())
     }
 
@@ -758,26 +861,42 @@ fn invalid_json() -> Response {
     ebay_error(StatusCode::BAD_REQUEST, vec![e])
 }
 
-/// Auth, then the rate limits.
+/// eBay's 401 for a missing, unknown or expired token (counted).
+fn invalid_token(sim: &Simulator) -> Response {
+    sim.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let mut e = ErrorDetail::new(
+        api::ERR_INVALID_TOKEN,
+        "OAuth",
+        "REQUEST",
+        "Invalid access token",
+    );
+    e.long_message = Some(
+        "Invalid access token. Check the value of the Authorization HTTP request header."
+            .to_string(),
+    );
+    ebay_error(StatusCode::UNAUTHORIZED, vec![e])
+}
+
+/// eBay's 403 for a token of the wrong kind or without the scope a call needs.
+fn access_denied(why: &str) -> Response {
+    let mut e = ErrorDetail::new(api::ERR_ACCESS_DENIED, "ACCESS", "REQUEST", "Access denied");
+    e.long_message = Some(format!(
+        "Insufficient permissions to fulfill the request. {why}"
+    ));
+    ebay_error(StatusCode::FORBIDDEN, vec![e])
+}
+
+/// Auth (a user token with `sell.inventory`), then the rate limits.
 async fn guard(State(sim): State<Arc<Simulator>>, request: Request, next: Next) -> Response {
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| token == sim.options.access_token);
-    if !authorized {
-        let mut e = ErrorDetail::new(
-            api::ERR_INVALID_TOKEN,
-            "OAuth",
-            "REQUEST",
-            "Invalid access token",
-        );
-        e.long_message = Some(
-            "Invalid access token. Check the value of the Authorization HTTP request header."
-                .to_string(),
-        );
-        return ebay_error(StatusCode::UNAUTHORIZED, vec![e]);
+    match sim.bearer(request.headers()) {
+        Some(b) if b.kind == TokenKind::User => {
+            if !b.has(SELL_INVENTORY_SCOPE) {
+                return access_denied(
+                    "The access token lacks the scope https://api.ebay.com/oauth/api_scope/sell.inventory.",
+                );
+            }
+        }
+        _ => return invalid_token(&sim),
     }
     if let Some(wait) = sim.take_budget() {
         sim.counters.throttled();
@@ -803,22 +922,8 @@ async fn get_public_key(
     Path(kid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .is_some_and(|t| t == sim.options.application_token || t == sim.options.access_token);
-    if !authorized {
-        let e = ErrorDetail::new(
-            api::ERR_INVALID_TOKEN,
-            "OAuth",
-            "REQUEST",
-            "Invalid access token",
-        );
-        return ebay_error(StatusCode::UNAUTHORIZED, vec![e]);
+    if sim.bearer(&headers).is_none() {
+        return invalid_token(&sim);
     }
     if kid != sim.options.notification_key_id {
         return ebay_error(
@@ -1403,6 +1508,9 @@ fn sim_record(item: &Item) -> SimRecord {
     }
 }
 
+/// The webhook controls ([`WebhookAdmin::subscribe`] and the rest): topics are eBay topic
+/// ids such as `ORDER_CONFIRMATION`. (eBay validates an endpoint when its destination is
+/// created: see [`Simulator::validate_endpoint`].)
 impl WebhookAdmin for Simulator {
     type Provider = EbayProvider;
     fn webhooks(&self) -> &Dispatcher<EbayProvider> {
@@ -1506,4 +1614,1043 @@ impl SimControl for Simulator {
     fn counters(&self) -> &SimCounters {
         &self.counters
     }
+}
+
+// ---- OAuth -----------------------------------------------------------------------------
+
+/// The kind of an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// A user token (the static access token, or minted with the refresh token grant).
+    User,
+    /// An application token (the static application token, or minted with the client
+    /// credentials grant).
+    Application,
+}
+
+/// A token the simulator accepted: its kind and, for minted ones, its scopes.
+#[derive(Debug, Clone)]
+struct Bearer {
+    kind: TokenKind,
+    /// `None` for the static tokens, which stand for every scope.
+    scopes: Option<Vec<String>>,
+}
+
+impl Bearer {
+    fn has(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == scope))
+    }
+}
+
+struct Issued {
+    kind: TokenKind,
+    scopes: Vec<String>,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct OAuthState {
+    issued: HashMap<String, Issued>,
+    refresh_revoked: bool,
+    next: u64,
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(OAuthError {
+            error: error.to_string(),
+            error_description: Some(description.to_string()),
+        }),
+    )
+        .into_response()
+}
+
+impl Simulator {
+    /// The token of a request (`Authorization: Bearer …`), when it is one the simulator knows
+    /// and it has not expired.
+    fn bearer(&self, headers: &HeaderMap) -> Option<Bearer> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })?
+            .trim();
+        if token == self.options.access_token {
+            return Some(Bearer {
+                kind: TokenKind::User,
+                scopes: None,
+            });
+        }
+        if token == self.options.application_token {
+            return Some(Bearer {
+                kind: TokenKind::Application,
+                scopes: None,
+            });
+        }
+        let state = self.oauth.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = state.issued.get(token)?;
+        (Instant::now() < issued.expires).then(|| Bearer {
+            kind: issued.kind,
+            scopes: Some(issued.scopes.clone()),
+        })
+    }
+
+    fn issue(&self, kind: TokenKind, scopes: Vec<String>) -> String {
+        let mut state = self.oauth.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        state.issued.retain(|_, t| t.expires > now);
+        state.next += 1;
+        let k = match kind {
+            TokenKind::User => 'u',
+            TokenKind::Application => 'a',
+        };
+        let token = format!("v^1.1#i^1#{k}^{}#t^{:016x}", state.next, self.nonce);
+        state.issued.insert(
+            token.clone(),
+            Issued {
+                kind,
+                scopes,
+                expires: now + self.options.token_ttl,
+            },
+        );
+        token
+    }
+
+    /// Expires every token minted so far (the static tokens stay valid): the next call with
+    /// one is answered 401.
+    pub fn expire_tokens(&self) {
+        let mut state = self.oauth.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for t in state.issued.values_mut() {
+            t.expires = now;
+        }
+    }
+
+    /// Revokes the refresh token: refresh token grants fail with `invalid_grant` from now on.
+    pub fn revoke_refresh_token(&self) {
+        self.oauth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh_revoked = true;
+    }
+
+    /// Tokens minted so far: (refresh token grants, client credentials grants).
+    pub fn token_grants(&self) -> (u64, u64) {
+        (
+            self.user_grants.load(Ordering::Relaxed),
+            self.application_grants.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The tokens minted so far and not expired (for tests that check they leak nowhere).
+    pub fn live_tokens(&self) -> Vec<String> {
+        let state = self.oauth.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        state
+            .issued
+            .iter()
+            .filter(|(_, t)| t.expires > now)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Requests answered 401 "Invalid access token" so far.
+    pub fn unauthorized_answers(&self) -> u64 {
+        self.unauthorized.load(Ordering::Relaxed)
+    }
+}
+
+/// `POST /identity/v1/oauth2/token`.
+async fn mint_token(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| B64.decode(b.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let expected = format!("{}:{}", sim.options.client_id, sim.options.client_secret);
+    if credentials.as_deref() != Some(expected.as_str()) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    }
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let text = std::str::from_utf8(&body).unwrap_or("");
+    let form: Option<HashMap<String, String>> =
+        reqwest::Url::parse(&format!("http://form/?{text}"))
+            .ok()
+            .map(|u| u.query_pairs().into_owned().collect());
+    let Some(form) = form.filter(|_| form_type) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "request is missing a required parameter or malformed.",
+        );
+    };
+    let scopes: Option<Vec<String>> = form
+        .get("scope")
+        .map(|s| s.split_whitespace().map(str::to_string).collect());
+    let invalid_scope = || {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "the requested scope is invalid, unknown, malformed, or exceeds the scope granted to \
+             the client",
+        )
+    };
+    let (kind, scopes) = match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => match scopes {
+            Some(s) if !s.is_empty() && s.iter().all(|x| x == APPLICATION_SCOPE) => {
+                (TokenKind::Application, s)
+            }
+            _ => return invalid_scope(),
+        },
+        Some("refresh_token") => {
+            let revoked = sim
+                .oauth
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refresh_revoked;
+            if revoked || form.get("refresh_token") != Some(&sim.options.refresh_token) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the provided authorization refresh token is invalid or was issued to \
+                     another client",
+                );
+            }
+            match scopes {
+                None => (TokenKind::User, sim.options.user_scopes.clone()),
+                Some(s)
+                    if !s.is_empty() && s.iter().all(|x| sim.options.user_scopes.contains(x)) =>
+                {
+                    (TokenKind::User, s)
+                }
+                Some(_) => return invalid_scope(),
+            }
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant type in request is not supported by the authorization server",
+            );
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "request is missing a required parameter or malformed.",
+            );
+        }
+    };
+    let token_type = match kind {
+        TokenKind::User => {
+            sim.user_grants.fetch_add(1, Ordering::Relaxed);
+            "User Access Token"
+        }
+        TokenKind::Application => {
+            sim.application_grants.fetch_add(1, Ordering::Relaxed);
+            "Application Access Token"
+        }
+    };
+    let token = sim.issue(kind, scopes);
+    (
+        StatusCode::OK,
+        axum::Json(TokenResponse {
+            access_token: token,
+            expires_in: Some(sim.options.token_ttl.as_secs()),
+            token_type: Some(token_type.to_string()),
+            refresh_token: None,
+        }),
+    )
+        .into_response()
+}
+
+/// The `/__sim/oauth/…` and `/__sim/notification` admin routes (never faulted):
+///
+/// | call | does |
+/// |---|---|
+/// | `POST /__sim/oauth/expire` | expire every minted token ([`Simulator::expire_tokens`]) |
+/// | `POST /__sim/oauth/revoke` | revoke the refresh token ([`Simulator::revoke_refresh_token`]) |
+/// | `GET /__sim/notification` | `{"destinations": […], "subscriptions": […]}` of the Notification API |
+pub fn oauth_admin_routes(sim: Arc<Simulator>) -> Router {
+    Router::new()
+        .route(
+            "/__sim/oauth/expire",
+            post(|State(s): State<Arc<Simulator>>| async move {
+                s.expire_tokens();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/__sim/oauth/revoke",
+            post(|State(s): State<Arc<Simulator>>| async move {
+                s.revoke_refresh_token();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/__sim/notification",
+            get(|State(s): State<Arc<Simulator>>| async move {
+                axum::Json(json!({
+                    "destinations": s.destinations(),
+                    "subscriptions": s.notification_subscriptions(),
+                }))
+            }),
+        )
+        .with_state(sim)
+}
+
+// ---- Notification API: destinations and subscriptions ------------------------------------
+
+#[derive(Debug, Clone)]
+struct SimDestination {
+    id: String,
+    name: Option<String>,
+    status: String,
+    endpoint: String,
+    verification_token: String,
+}
+
+impl SimDestination {
+    fn wire(&self) -> Destination {
+        Destination {
+            destination_id: Some(self.id.clone()),
+            name: self.name.clone(),
+            status: Some(self.status.clone()),
+            delivery_config: Some(DeliveryConfig {
+                endpoint: Some(self.endpoint.clone()),
+                verification_token: Some(self.verification_token.clone()),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SimSubscription {
+    id: String,
+    topic: String,
+    status: String,
+    destination_id: String,
+    owner: TokenKind,
+    payload: SubscriptionPayloadDetail,
+    creation_date: String,
+}
+
+impl SimSubscription {
+    fn wire(&self) -> NotificationSubscription {
+        NotificationSubscription {
+            subscription_id: Some(self.id.clone()),
+            topic_id: Some(self.topic.clone()),
+            status: Some(self.status.clone()),
+            creation_date: Some(self.creation_date.clone()),
+            payload: Some(self.payload.clone()),
+            destination_id: Some(self.destination_id.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct NotificationState {
+    destinations: Vec<SimDestination>,
+    subscriptions: Vec<SimSubscription>,
+    next: u64,
+}
+
+fn notification_error(status: StatusCode, id: i64, message: impl Into<String>) -> Response {
+    ebay_error(
+        status,
+        vec![ErrorDetail::new(id, "API_NOTIFICATION", "REQUEST", message)],
+    )
+}
+
+/// A page of a notification list: `(limit, offset)` from the query, or eBay's refusal.
+fn page_params(q: &HashMap<String, String>) -> Result<(usize, usize), Box<Response>> {
+    let limit = match q.get("limit").map(|l| l.trim().parse::<usize>()) {
+        None => 20,
+        Some(Ok(l)) if (10..=100).contains(&l) => l,
+        Some(_) => {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_INVALID_LIMIT,
+                "Invalid limit. Supported ranges 10 - 100.",
+            )));
+        }
+    };
+    let offset = match q
+        .get("continuation_token")
+        .map(|c| c.trim().parse::<usize>())
+    {
+        None => 0,
+        Some(Ok(o)) => o,
+        Some(Err(_)) => {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_INVALID_CONTINUATION,
+                "Invalid continuation token.",
+            )));
+        }
+    };
+    Ok((limit, offset))
+}
+
+fn host_url(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_default()
+}
+
+/// A 201 naming what was created.
+fn created(headers: &HeaderMap, path: String) -> Response {
+    let mut response = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}{path}", host_url(headers))) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// A page of `items` as eBay lists them, under `key`.
+fn list_page<T: Serialize>(
+    headers: &HeaderMap,
+    what: &str,
+    key: &str,
+    items: &[T],
+    limit: usize,
+    offset: usize,
+) -> Response {
+    let path = format!("{NOTIFICATION}/{what}");
+    let end = offset.saturating_add(limit).min(items.len());
+    let page = items.get(offset.min(items.len())..end).unwrap_or(&[]);
+    let mut body = json!({
+        "total": items.len(),
+        "href": format!("{}{path}?limit={limit}&continuation_token={offset}", host_url(headers)),
+        "limit": limit,
+        key: page,
+    });
+    if end < items.len() {
+        body["next"] = json!(format!(
+            "{}{path}?limit={limit}&continuation_token={end}",
+            host_url(headers)
+        ));
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+impl Simulator {
+    fn notification_state(&self) -> std::sync::MutexGuard<'_, NotificationState> {
+        self.notification_api
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Notification API destinations, as `getDestinations` lists them.
+    pub fn destinations(&self) -> Vec<Destination> {
+        self.notification_state()
+            .destinations
+            .iter()
+            .map(SimDestination::wire)
+            .collect()
+    }
+
+    /// The Notification API subscriptions of both token kinds.
+    pub fn notification_subscriptions(&self) -> Vec<NotificationSubscription> {
+        self.notification_state()
+            .subscriptions
+            .iter()
+            .map(SimSubscription::wire)
+            .collect()
+    }
+
+    fn new_notification_id(&self, state: &mut NotificationState) -> String {
+        state.next += 1;
+        let n = state.next;
+        let a = self.nonce.rotate_left(13) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            (a & 0xfff) as u16,
+            (n >> 12) as u16 & 0xfff,
+            n & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Points the dispatcher at what the enabled subscriptions ask for, for these endpoints.
+    fn sync_deliveries(&self, endpoints: &[String]) {
+        let wanted: Vec<(String, Vec<String>)> = {
+            let state = self.notification_state();
+            endpoints
+                .iter()
+                .map(|url| {
+                    let mut topics: Vec<String> = Vec::new();
+                    for s in &state.subscriptions {
+                        let to_url = state.destinations.iter().any(|d| {
+                            d.id == s.destination_id
+                                && d.endpoint == *url
+                                && d.status == notif::ENABLED
+                        });
+                        if to_url && s.status == notif::ENABLED && !topics.contains(&s.topic) {
+                            topics.push(s.topic.clone());
+                        }
+                    }
+                    (url.clone(), topics)
+                })
+                .collect()
+        };
+        for (url, topics) in wanted {
+            if !topics.is_empty() {
+                self.webhooks.subscribe(url, topics);
+            } else if self.webhooks.subscriptions().iter().any(|s| s.url == url) {
+                // The dispatcher has no per-URL removal: keep the others.
+                let keep: Vec<Subscription> = self
+                    .webhooks
+                    .subscriptions()
+                    .into_iter()
+                    .filter(|s| s.url != url)
+                    .collect();
+                self.webhooks.clear();
+                for s in keep {
+                    self.webhooks.subscribe(s.url, s.topics);
+                }
+            }
+        }
+    }
+
+    /// The application token a destination call needs, or eBay's refusal.
+    fn application_bearer(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
+        match self.bearer(headers) {
+            None => Err(Box::new(invalid_token(self))),
+            Some(b) if b.kind == TokenKind::Application && b.has(APPLICATION_SCOPE) => Ok(()),
+            Some(_) => Err(Box::new(access_denied(
+                "Destinations take an application access token (client credentials grant).",
+            ))),
+        }
+    }
+
+    /// The token a subscription call is made with, or eBay's refusal: an application token,
+    /// or a user token with `commerce.notification.subscription`.
+    fn subscription_bearer(&self, headers: &HeaderMap) -> Result<TokenKind, Box<Response>> {
+        match self.bearer(headers) {
+            None => Err(Box::new(invalid_token(self))),
+            Some(b) if b.kind == TokenKind::Application => Ok(TokenKind::Application),
+            Some(b) if b.has(NOTIFICATION_SUBSCRIPTION_SCOPE) => Ok(TokenKind::User),
+            Some(_) => Err(Box::new(access_denied(
+                "The access token lacks the scope \
+                 https://api.ebay.com/oauth/api_scope/commerce.notification.subscription.",
+            ))),
+        }
+    }
+
+    /// Checks a destination request; the endpoint and token when it is good.
+    fn check_destination(
+        req: &DestinationRequest,
+    ) -> Result<(String, String, String), Box<Response>> {
+        if let Some(name) = &req.name
+            && (name.chars().count() > 64 || name.contains(['<', '>']))
+        {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_DESTINATION_NAME,
+                "Invalid name. Markups or lengths greater than 64 not supported",
+            )));
+        }
+        let status = req.status.clone().unwrap_or_default();
+        if status != "ENABLED" && status != "DISABLED" {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_DESTINATION_STATUS,
+                "Invalid or missing destination status. Supported values:[ENABLED,DISABLED]",
+            )));
+        }
+        let config = req.delivery_config.clone().unwrap_or_default();
+        let endpoint = config.endpoint.unwrap_or_default();
+        let url_ok = reqwest::Url::parse(&endpoint)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !url_ok {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_ENDPOINT,
+                "Invalid or missing endpoint.",
+            )));
+        }
+        let token = config.verification_token.unwrap_or_default();
+        let token_ok = (32..=80).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token_ok {
+            return Err(Box::new(notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_VERIFICATION_TOKEN,
+                "Invalid or missing verification token for this endpoint.",
+            )));
+        }
+        Ok((status, endpoint, token))
+    }
+
+    /// eBay's challenge to `endpoint`, as a refusal when it fails.
+    async fn challenge(&self, endpoint: &str, token: &str) -> Result<(), Box<Response>> {
+        self.validate_endpoint(endpoint, token)
+            .await
+            .map_err(|why| {
+                let mut e = ErrorDetail::new(
+                    notif::ERR_CHALLENGE_FAILED,
+                    "API_NOTIFICATION",
+                    "REQUEST",
+                    "Challenge verification failed for requested endpoint",
+                );
+                e.long_message = Some(format!(
+                    "Challenge verification failed for requested endpoint: {why}"
+                ));
+                Box::new(ebay_error(StatusCode::CONFLICT, vec![e]))
+            })
+    }
+}
+
+fn destination_exists() -> Response {
+    notification_error(
+        StatusCode::CONFLICT,
+        notif::ERR_DESTINATION_EXISTS,
+        "Destination exists for this endpoint",
+    )
+}
+
+fn no_destination() -> Response {
+    notification_error(
+        StatusCode::NOT_FOUND,
+        notif::ERR_DESTINATION_ID,
+        "Invalid or missing destination id.",
+    )
+}
+
+fn no_subscription() -> Response {
+    notification_error(
+        StatusCode::NOT_FOUND,
+        notif::ERR_SUBSCRIPTION_ID,
+        " Invalid subscription Id.",
+    )
+}
+
+async fn list_destinations(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = sim.application_bearer(&headers) {
+        return *r;
+    }
+    let (limit, offset) = match page_params(&q) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let all = sim.destinations();
+    list_page(&headers, "destination", "destinations", &all, limit, offset)
+}
+
+async fn create_destination(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = sim.application_bearer(&headers) {
+        return *r;
+    }
+    let Ok(req) = serde_json::from_slice::<DestinationRequest>(&body) else {
+        return invalid_json();
+    };
+    let (status, endpoint, token) = match Simulator::check_destination(&req) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let taken = |state: &NotificationState| {
+        state
+            .destinations
+            .iter()
+            .any(|d| notif::same_endpoint(&d.endpoint, &endpoint))
+    };
+    if taken(&sim.notification_state()) {
+        return destination_exists();
+    }
+    if let Err(r) = sim.challenge(&endpoint, &token).await {
+        return *r;
+    }
+    let id = {
+        let mut state = sim.notification_state();
+        if taken(&state) {
+            return destination_exists();
+        }
+        let id = sim.new_notification_id(&mut state);
+        state.destinations.push(SimDestination {
+            id: id.clone(),
+            name: req.name,
+            status,
+            endpoint,
+            verification_token: token,
+        });
+        id
+    };
+    created(&headers, format!("{NOTIFICATION}/destination/{id}"))
+}
+
+async fn get_destination(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = sim.application_bearer(&headers) {
+        return *r;
+    }
+    let found = sim
+        .notification_state()
+        .destinations
+        .iter()
+        .find(|d| d.id == id)
+        .map(SimDestination::wire);
+    match found {
+        Some(d) => (StatusCode::OK, axum::Json(d)).into_response(),
+        None => no_destination(),
+    }
+}
+
+async fn update_destination(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = sim.application_bearer(&headers) {
+        return *r;
+    }
+    let Ok(req) = serde_json::from_slice::<DestinationRequest>(&body) else {
+        return invalid_json();
+    };
+    let (status, endpoint, token) = match Simulator::check_destination(&req) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    {
+        let state = sim.notification_state();
+        if !state.destinations.iter().any(|d| d.id == id) {
+            return no_destination();
+        }
+        if state
+            .destinations
+            .iter()
+            .any(|d| d.id != id && notif::same_endpoint(&d.endpoint, &endpoint))
+        {
+            return destination_exists();
+        }
+    }
+    if let Err(r) = sim.challenge(&endpoint, &token).await {
+        return *r;
+    }
+    let old = {
+        let mut state = sim.notification_state();
+        let Some(d) = state.destinations.iter_mut().find(|d| d.id == id) else {
+            return no_destination();
+        };
+        let old = std::mem::replace(&mut d.endpoint, endpoint.clone());
+        d.status = status;
+        d.verification_token = token;
+        if req.name.is_some() {
+            d.name = req.name;
+        }
+        old
+    };
+    sim.sync_deliveries(&[old, endpoint]);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn delete_destination(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = sim.application_bearer(&headers) {
+        return *r;
+    }
+    let endpoint = {
+        let mut state = sim.notification_state();
+        let Some(i) = state.destinations.iter().position(|d| d.id == id) else {
+            return no_destination();
+        };
+        if state.subscriptions.iter().any(|s| s.destination_id == id) {
+            return notification_error(
+                StatusCode::CONFLICT,
+                notif::ERR_DESTINATION_IN_USE,
+                "Destination is in use and cannot be deleted.",
+            );
+        }
+        state.destinations.remove(i).endpoint
+    };
+    sim.sync_deliveries(&[endpoint]);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_subscriptions(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let owner = match sim.subscription_bearer(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let (limit, offset) = match page_params(&q) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let mine: Vec<NotificationSubscription> = sim
+        .notification_state()
+        .subscriptions
+        .iter()
+        .filter(|s| s.owner == owner)
+        .map(SimSubscription::wire)
+        .collect();
+    list_page(
+        &headers,
+        "subscription",
+        "subscriptions",
+        &mine,
+        limit,
+        offset,
+    )
+}
+
+async fn create_subscription(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let owner = match sim.subscription_bearer(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let Ok(req) = serde_json::from_slice::<CreateSubscriptionRequest>(&body) else {
+        return invalid_json();
+    };
+    let topic = req.topic_id.clone().unwrap_or_default();
+    let scope = if sim.options.user_topics.contains(&topic) {
+        TokenKind::User
+    } else if sim.options.application_topics.contains(&topic) {
+        TokenKind::Application
+    } else {
+        return notification_error(
+            StatusCode::BAD_REQUEST,
+            notif::ERR_TOPIC_ID,
+            "Invalid or missing topic id.",
+        );
+    };
+    if scope != owner {
+        return notification_error(
+            StatusCode::FORBIDDEN,
+            notif::ERR_NOT_AUTHORIZED_FOR_TOPIC,
+            "Not authorized for this topic.",
+        );
+    }
+    let status = req.status.clone().unwrap_or_default();
+    if status != "ENABLED" && status != "DISABLED" {
+        return notification_error(
+            StatusCode::BAD_REQUEST,
+            notif::ERR_SUBSCRIPTION_STATUS,
+            "Invalid or missing subscription status.",
+        );
+    }
+    let payload = req.payload.clone().unwrap_or_default();
+    if payload.schema_version.as_deref() != Some("1.0") {
+        return notification_error(
+            StatusCode::BAD_REQUEST,
+            notif::ERR_SCHEMA_VERSION,
+            "Invalid or missing schema version. Please refer to /topic/{topic_id} for supported \
+             schema versions.",
+        );
+    }
+    if payload.format.as_deref() != Some("JSON") {
+        return notification_error(
+            StatusCode::BAD_REQUEST,
+            notif::ERR_FORMAT,
+            "Specified format is not supported for the topic.",
+        );
+    }
+    if payload.delivery_protocol.as_deref() != Some("HTTPS") {
+        return notification_error(
+            StatusCode::BAD_REQUEST,
+            notif::ERR_PROTOCOL,
+            "Invalid or missing protocol",
+        );
+    }
+    let destination_id = req.destination_id.clone().unwrap_or_default();
+    let (id, endpoint) = {
+        let mut state = sim.notification_state();
+        let Some(destination) = state
+            .destinations
+            .iter()
+            .find(|d| d.id == destination_id)
+            .cloned()
+        else {
+            return notification_error(
+                StatusCode::BAD_REQUEST,
+                notif::ERR_SUBSCRIPTION_DESTINATION,
+                "Invalid or missing destination id.",
+            );
+        };
+        if state
+            .subscriptions
+            .iter()
+            .any(|s| s.topic == topic && s.owner == owner)
+        {
+            return notification_error(
+                StatusCode::CONFLICT,
+                notif::ERR_SUBSCRIPTION_EXISTS,
+                "Subscription already exists",
+            );
+        }
+        if status == notif::ENABLED && destination.status != notif::ENABLED {
+            return notification_error(
+                StatusCode::CONFLICT,
+                notif::ERR_DESTINATION_NOT_ENABLED,
+                "The subscription cannot be enabled since the destination is not enabled.",
+            );
+        }
+        let id = sim.new_notification_id(&mut state);
+        state.subscriptions.push(SimSubscription {
+            id: id.clone(),
+            topic,
+            status,
+            destination_id,
+            owner,
+            payload,
+            creation_date: now_rfc3339(),
+        });
+        (id, destination.endpoint)
+    };
+    sim.sync_deliveries(&[endpoint]);
+    created(&headers, format!("{NOTIFICATION}/subscription/{id}"))
+}
+
+async fn get_subscription(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let owner = match sim.subscription_bearer(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let found = sim
+        .notification_state()
+        .subscriptions
+        .iter()
+        .find(|s| s.id == id && s.owner == owner)
+        .map(SimSubscription::wire);
+    match found {
+        Some(s) => (StatusCode::OK, axum::Json(s)).into_response(),
+        None => no_subscription(),
+    }
+}
+
+async fn delete_subscription(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let owner = match sim.subscription_bearer(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let endpoint = {
+        let mut state = sim.notification_state();
+        let Some(i) = state
+            .subscriptions
+            .iter()
+            .position(|s| s.id == id && s.owner == owner)
+        else {
+            return no_subscription();
+        };
+        let removed = state.subscriptions.remove(i);
+        state
+            .destinations
+            .iter()
+            .find(|d| d.id == removed.destination_id)
+            .map(|d| d.endpoint.clone())
+    };
+    sim.sync_deliveries(&endpoint.into_iter().collect::<Vec<_>>());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Enables or disables a subscription.
+fn set_subscription_status(
+    sim: &Simulator,
+    headers: &HeaderMap,
+    id: &str,
+    enable: bool,
+) -> Response {
+    let owner = match sim.subscription_bearer(headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let endpoint = {
+        let mut state = sim.notification_state();
+        let Some(i) = state
+            .subscriptions
+            .iter()
+            .position(|s| s.id == id && s.owner == owner)
+        else {
+            return no_subscription();
+        };
+        let destination = state
+            .destinations
+            .iter()
+            .find(|d| d.id == state.subscriptions[i].destination_id)
+            .cloned();
+        if enable
+            && destination
+                .as_ref()
+                .is_none_or(|d| d.status != notif::ENABLED)
+        {
+            return notification_error(
+                StatusCode::CONFLICT,
+                notif::ERR_DESTINATION_NOT_ENABLED,
+                "The subscription cannot be enabled since the destination is not enabled.",
+            );
+        }
+        state.subscriptions[i].status = if enable { "ENABLED" } else { "DISABLED" }.to_string();
+        destination.map(|d| d.endpoint)
+    };
+    sim.sync_deliveries(&endpoint.into_iter().collect::<Vec<_>>());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn enable_subscription(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    set_subscription_status(&sim, &headers, &id, true)
+}
+
+async fn disable_subscription(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    set_subscription_status(&sim, &headers, &id, false)
 }

@@ -13,7 +13,9 @@
 //!   "signature": <base64 of a DER ECDSA signature>, "digest": …}`. The key is ECDSA P-256,
 //!   served as an X.509 SubjectPublicKeyInfo in PEM markers *without line breaks* by
 //!   `GET /commerce/notification/v1/public_key/{kid}` as `{"key", "algorithm": "ECDSA",
-//!   "digest"}`, with an application token (client credentials grant). The digest the SDKs
+//!   "digest"}`, with an application token (client credentials grant; minted by
+//!   [`crate::oauth::TokenSource`] when the connector has the application's keyset, and
+//!   minted again after a 401). The digest the SDKs
 //!   verify with is the one the key response names; eBay's own test vector is
 //!   `SHA1withECDSA` (`"digest": "SHA1"` in the header and the key response), so SHA-1
 //!   and SHA-256 are both accepted, whichever the key names. The signature is checked over
@@ -72,6 +74,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::connector::REF_LISTING_ID;
+use crate::oauth::TokenSource;
 
 /// The signature header (lower-cased, as [`Headers`] holds names).
 pub const SIGNATURE_HEADER: &str = "x-ebay-signature";
@@ -307,9 +310,9 @@ impl KeyState {
 
 /// Public keys by id, fetched from `getPublicKey` and cached.
 struct KeyStore {
-    client: reqwest::Client,
+    client: omnisync_sdk::http::HttpClient,
     base: String,
-    token: SecretString,
+    token: Arc<TokenSource>,
     ttl: Duration,
     state: Mutex<KeyState>,
     fetching: tokio::sync::Mutex<()>,
@@ -424,19 +427,18 @@ impl KeyStore {
             self.base,
             urlencoding::encode(kid)
         );
-        let response = self
+        let op = format!("GET {PUBLIC_KEY_PATH}/{kid}");
+        let request = self
             .client
+            .raw()
             .get(&url)
-            .bearer_auth(self.token.expose_secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+            .header(reqwest::header::ACCEPT, "application/json");
+        // A 401 to a minted application token mints a new one and asks once more.
+        let (status, _, body) = self
+            .token
+            .send(&self.client, &op, request)
             .await
-            .map_err(|e| format!("GET {PUBLIC_KEY_PATH}/{kid}: {}", e.without_url()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {PUBLIC_KEY_PATH}/{kid}: {}", e.without_url()))?;
+            .map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!(
                 "GET {PUBLIC_KEY_PATH}/{kid} answered {status}: {}",
@@ -469,8 +471,9 @@ impl KeyStore {
 pub struct WebhookConfig {
     /// API root for `getPublicKey` (`https://api.ebay.com`, or the simulator's).
     pub base_url: String,
-    /// The token sent to `getPublicKey` (an application token).
-    pub application_token: SecretString,
+    /// Where the token sent to `getPublicKey` comes from (an application token, fixed or
+    /// minted; [`TokenSource::fixed`] for a literal one).
+    pub application_token: Arc<TokenSource>,
     /// The destination's verification token (endpoint validation).
     pub verification_token: SecretString,
     /// The endpoint exactly as registered with eBay (endpoint validation).
@@ -504,10 +507,8 @@ impl fmt::Debug for EbayWebhooks {
 impl EbayWebhooks {
     /// A handler (no I/O until the first delivery names a key).
     pub fn new(config: WebhookConfig) -> Result<EbayWebhooks, String> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = omnisync_sdk::http::HttpClient::new(config.request_timeout, None)
+            .map_err(|e| format!("cannot build the HTTP client: {}", e.message))?;
         Ok(EbayWebhooks {
             keys: Arc::new(KeyStore {
                 client,
@@ -522,6 +523,21 @@ impl EbayWebhooks {
             endpoint: config.endpoint,
             order_topics: config.order_topics,
         })
+    }
+
+    /// The endpoint as registered with eBay.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The topics whose deliveries are orders.
+    pub fn order_topics(&self) -> &[String] {
+        &self.order_topics
+    }
+
+    /// The destination's verification token.
+    pub(crate) fn verification_token(&self) -> &SecretString {
+        &self.verification_token
     }
 
     /// `getPublicKey` calls made so far.

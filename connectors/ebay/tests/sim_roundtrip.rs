@@ -314,7 +314,7 @@ async fn one_bad_item_does_not_sink_the_others() {
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_that_does_not_quote_it() {
     let (_sim, _server, mut settings) = start(SimOptions::default(), 3).await;
-    settings.access_token = "literal:not-the-token-4711".parse().unwrap();
+    settings.access_token = Some("literal:not-the-token-4711".parse().unwrap());
     let c = connect(settings).unwrap();
     for e in [
         c.healthcheck().await.unwrap_err(),

@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use omnisync_ebay::oauth::TokenSource;
 use omnisync_ebay::sim::{
     self, DEMO_VERIFICATION_TOKEN, DeliveryOptions, SimOptions, Simulator, WebhookFaults,
 };
@@ -24,6 +25,7 @@ use omnisync_ebay::webhook::{
 };
 use omnisync_ebay::{EbayConnector, REF_LISTING_ID, connect};
 use omnisync_sdk::secret::SecretString;
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{SimControl, SimRecord, SimServer};
 use omnisync_sdk::webhook::{Headers, SoldLine, WebhookError, WebhookHandler, headers_from};
 use omnisync_sdk::{Connector, Currency, ErrorKind, Money, Offer, StockLevel};
@@ -549,7 +551,9 @@ async fn the_simulator_validates_an_endpoint_through_the_handshake() {
 fn config_for(base: &str) -> WebhookConfig {
     WebhookConfig {
         base_url: base.to_string(),
-        application_token: SecretString::from("app-token".to_string()),
+        application_token: Arc::new(TokenSource::fixed(SecretString::from(
+            "app-token".to_string(),
+        ))),
         verification_token: SecretString::from(DEMO_VERIFICATION_TOKEN.to_string()),
         endpoint: ENDPOINT.to_string(),
         order_topics: vec![ORDER_CONFIRMATION.to_string()],
