@@ -198,6 +198,12 @@ pub struct HttpSection {
     /// milliseconds (default 50).
     #[serde(default = "default_coalesce")]
     pub coalesce_ms: u64,
+    /// A webhook pass takes the writes an API accepted as shown, without reading them back
+    /// at once; the inbox processor reads them back (and confirms them, or calls them
+    /// `write_no_op`) once no delivery has waited for this long, in milliseconds (default
+    /// 1000), and at the latest every 30 s while deliveries keep coming.
+    #[serde(default = "default_read_back_delay")]
+    pub read_back_delay_ms: u64,
     /// Bearer token guarding the web page and `/api/v1` (a secret reference such as
     /// `credential:dashboard-token`). Required when `listen` is not a loopback address;
     /// once set, every page and API request must carry it (`/healthz`, `/readyz` and the
@@ -212,6 +218,7 @@ impl Default for HttpSection {
             listen: default_listen(),
             body_limit_bytes: default_body_limit(),
             coalesce_ms: default_coalesce(),
+            read_back_delay_ms: default_read_back_delay(),
             token: None,
         }
     }
@@ -232,6 +239,10 @@ fn default_body_limit() -> usize {
 }
 fn default_coalesce() -> u64 {
     50
+}
+
+fn default_read_back_delay() -> u64 {
+    1000
 }
 
 /// `[canonical]`: how the price source states prices.
@@ -318,6 +329,10 @@ struct RawConnector {
     #[serde(default)]
     max_price_change_percent: Option<String>,
     #[serde(default)]
+    notify_secret: Option<omnisync_sdk::SecretRef>,
+    #[serde(default)]
+    push_window_ms: u64,
+    #[serde(default)]
     settings: serde_json::Value,
 }
 
@@ -364,6 +379,14 @@ pub struct ConnectorConfig {
     pub stock_rules: Option<StockRules>,
     /// Approval guards.
     pub guards: Guards,
+    /// The secret signing change notices (`omnisync_sdk::notice`) for this connector, taken
+    /// on `POST /webhooks/{id}`: for systems that send no webhooks of their own.
+    pub notify_secret: Option<omnisync_sdk::SecretRef>,
+    /// How long this channel's pusher collects corrections from webhook passes before it
+    /// pushes them in one batched call, in milliseconds (default 0: at once). For APIs with
+    /// small call budgets (Meta's hourly `items_batch` budget): a lone change waits at most
+    /// this long.
+    pub push_window_ms: u64,
     /// The connector's own settings (checked by its crate).
     pub settings: serde_json::Value,
 }
@@ -621,6 +644,12 @@ fn validate(file: &Path, raw: RawConfig, secrets: bool) -> Result<Config, Config
     }
     if raw.daemon.http.body_limit_bytes < 1 {
         c.push("daemon.http.body_limit_bytes", "must be at least 1");
+    }
+    if raw.daemon.http.read_back_delay_ms > 600_000 {
+        c.push(
+            "daemon.http.read_back_delay_ms",
+            "must be at most 600000 (ten minutes)",
+        );
     }
     if raw.daemon.http.coalesce_ms > 60_000 {
         c.push(
@@ -905,6 +934,18 @@ fn validate(file: &Path, raw: RawConfig, secrets: bool) -> Result<Config, Config
                 .as_deref()
                 .and_then(|v| c.decimal(&format!("{k}.max_price_change_percent"), v)),
         };
+        if secrets
+            && let Some(secret) = &r.notify_secret
+            && let Err(e) = secret.resolve()
+        {
+            c.push(format!("{k}.notify_secret"), e.to_string());
+        }
+        if r.push_window_ms > 3_600_000 {
+            c.push(
+                format!("{k}.push_window_ms"),
+                "must be at most 3600000 (one hour)",
+            );
+        }
         connectors.push(ConnectorConfig {
             id: id.clone(),
             kind: r.kind.clone(),
@@ -919,6 +960,8 @@ fn validate(file: &Path, raw: RawConfig, secrets: bool) -> Result<Config, Config
             price_rules,
             stock_rules,
             guards,
+            notify_secret: r.notify_secret.clone(),
+            push_window_ms: r.push_window_ms,
             settings: r.settings.clone(),
         });
     }

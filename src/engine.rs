@@ -39,6 +39,19 @@ pub struct Scope {
     pub channel: Option<String>,
     /// Only these SKUs (read with `read_skus` instead of a full read).
     pub skus: Option<Vec<String>>,
+    /// With `skus`, a pass on what webhooks named: connector id → the SKUs its deliveries
+    /// named. Sources are read for every SKU; a target re-reads only the SKUs it named itself
+    /// (and any it has no stored listing for), and the others are planned from what it
+    /// last showed (`bindings`), which its own webhooks and the scheduled full reconcile keep
+    /// honest. Stock writes stay compare-and-set where the API has it, so a stale stored
+    /// quantity is refused, re-read and planned again. `None`: every target re-reads every
+    /// SKU.
+    pub named_by: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// Queue the corrections and return without pushing: what a webhook pass does. Each
+    /// channel's queue is then pushed on its own ([`Engine::push_queued`]), so a slow or
+    /// throttled channel holds back neither the others nor the next pass, and writes the
+    /// API accepted are taken as shown and read back later ([`Engine::read_back_pending`]).
+    pub enqueue_only: bool,
     /// Plan and report, push nothing, store nothing but the run.
     pub dry_run: bool,
 }
@@ -51,6 +64,16 @@ impl Scope {
         }
         if let Some(s) = &self.skus {
             parts.push(format!("skus={}", s.len()));
+        }
+        if self.named_by.is_some() {
+            parts.push(
+                if self.enqueue_only {
+                    "webhook"
+                } else {
+                    "read-back"
+                }
+                .into(),
+            );
         }
         if parts.is_empty() {
             "full".into()
@@ -65,6 +88,8 @@ struct Channel {
     cfg: ConnectorConfig,
     connector: Arc<dyn Connector>,
     caps: Capabilities,
+    /// Change notices (`notify_secret`), for a connector without webhooks of its own.
+    notice: Option<omnisync_sdk::notice::ChangeNotice>,
 }
 
 /// The reconcile engine.
@@ -73,6 +98,20 @@ pub struct Engine {
     store: Store,
     channels: Vec<Channel>,
     gate: tokio::sync::Mutex<()>,
+    /// One push lane per target channel: two drains of one channel never run at once.
+    lanes: HashMap<String, tokio::sync::Mutex<()>>,
+}
+
+/// What [`Engine::push_queued`] did on one channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Corrections sent.
+    pub sent: u64,
+    /// Applied, and taken as shown until read back.
+    pub applied: u64,
+    /// SKUs to read again from the channel: compare-and-set refusals (the channel moved)
+    /// and created listings (their ids are known only from a read).
+    pub reread: Vec<String>,
 }
 
 /// A target's read, bound to canonical items.
@@ -123,17 +162,38 @@ impl Engine {
                     cfg.kind
                 );
             }
+            let notice = match &cfg.notify_secret {
+                None => None,
+                Some(_) if connector.webhooks().is_some() => bail!(
+                    "{k}.notify_secret: a {} connector takes its own signed webhooks at \
+                     /webhooks/{}; change notices are for systems that send none",
+                    cfg.kind,
+                    cfg.id
+                ),
+                Some(secret) => Some(omnisync_sdk::notice::ChangeNotice::new(
+                    secret
+                        .resolve()
+                        .with_context(|| format!("{k}.notify_secret"))?,
+                )),
+            };
             channels.push(Channel {
                 cfg: cfg.clone(),
                 connector,
                 caps,
+                notice,
             });
         }
+        let lanes = config
+            .connectors
+            .iter()
+            .map(|c| (c.id.clone(), tokio::sync::Mutex::new(())))
+            .collect();
         Ok(Engine {
             config: Arc::new(config),
             store,
             channels,
             gate: tokio::sync::Mutex::new(()),
+            lanes,
         })
     }
 
@@ -153,6 +213,17 @@ impl Engine {
             .iter()
             .find(|c| c.cfg.id == id)
             .map(|c| &c.connector)
+    }
+
+    /// What checks and parses webhooks for connector `id`: its own handler, or change
+    /// notices when it has none and `notify_secret` is set.
+    pub fn webhooks(&self, id: &str) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {
+        let ch = self.channels.iter().find(|c| c.cfg.id == id)?;
+        ch.connector.webhooks().or_else(|| {
+            ch.notice
+                .as_ref()
+                .map(|n| n as &dyn omnisync_sdk::webhook::WebhookHandler)
+        })
     }
 
     /// Runs every connector's healthcheck.
@@ -364,6 +435,10 @@ impl Engine {
         ch.cfg.price == Role::Target || ch.cfg.stock == Role::Target
     }
 
+    fn is_source(ch: &Channel) -> bool {
+        ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source
+    }
+
     /// Runs one reconcile pass over `scope` and records it. Passes never overlap.
     pub async fn reconcile(&self, scope: &Scope) -> anyhow::Result<RunReport> {
         let _one_at_a_time = self.gate.lock().await;
@@ -382,18 +457,48 @@ impl Engine {
             bail!("no target channel {c:?} in {}", self.config.file.display());
         }
         let in_scope = |ch: &Channel| {
-            let is_source = ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source;
+            let is_source = Self::is_source(ch);
             is_source
                 || (Self::is_target(ch) && scope.channel.as_ref().is_none_or(|c| c == &ch.cfg.id))
         };
         let skus = scope.skus.as_deref();
-        let reads = futures::future::join_all(
-            self.channels
+        // A webhook pass: what each target re-reads, and what it is planned from instead.
+        let mut rereads: HashMap<String, Vec<String>> = HashMap::new();
+        let mut stored: HashMap<String, HashMap<String, Observed>> = HashMap::new();
+        if let (Some(named_by), Some(skus)) = (&scope.named_by, skus) {
+            let no_names = BTreeSet::new();
+            for ch in self
+                .channels
                 .iter()
-                .filter(|ch| in_scope(ch))
-                .map(|ch| async move { (ch.cfg.id.clone(), self.read(ch, skus).await) }),
-        )
-        .await;
+                .filter(|ch| in_scope(ch) && !Self::is_source(ch))
+            {
+                let named = named_by.get(&ch.cfg.id).unwrap_or(&no_names);
+                let mut known = self.store.load_observed(&ch.cfg.id, skus).await?;
+                let reread: Vec<String> = skus
+                    .iter()
+                    .filter(|s| named.contains(*s) || !known.contains_key(*s))
+                    .cloned()
+                    .collect();
+                for s in &reread {
+                    known.remove(s);
+                }
+                stored.insert(ch.cfg.id.clone(), known);
+                rereads.insert(ch.cfg.id.clone(), reread);
+            }
+        }
+        let reads =
+            futures::future::join_all(self.channels.iter().filter(|ch| in_scope(ch)).map(|ch| {
+                let these = rereads.get(&ch.cfg.id).map(Vec::as_slice);
+                async move {
+                    let result = match these {
+                        Some([]) => Ok(Vec::new()),
+                        Some(these) => self.read(ch, Some(these)).await,
+                        None => self.read(ch, skus).await,
+                    };
+                    (ch.cfg.id.clone(), result)
+                }
+            }))
+            .await;
         let read_ms = clock.elapsed().as_millis() as u64;
         let mut records: HashMap<String, Vec<Record>> = HashMap::new();
         let mut read_errors: HashMap<String, String> = HashMap::new();
@@ -420,7 +525,7 @@ impl Engine {
         let source_failed: Vec<&String> = self
             .channels
             .iter()
-            .filter(|ch| ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source)
+            .filter(|ch| Self::is_source(ch))
             .filter_map(|ch| read_errors.get_key_value(&ch.cfg.id).map(|(k, _)| k))
             .collect();
         if !source_failed.is_empty() {
@@ -469,7 +574,7 @@ impl Engine {
 
         // Plan and queue each target.
         for ch in &self.channels {
-            let is_source = ch.cfg.price == Role::Source || ch.cfg.stock == Role::Source;
+            let is_source = Self::is_source(ch);
             let mut cr = ChannelReport {
                 id: ch.cfg.id.clone(),
                 kind: ch.cfg.kind.clone(),
@@ -503,7 +608,17 @@ impl Engine {
             }
             let recs = records.remove(&ch.cfg.id).unwrap_or_default();
             cr.records_read = recs.len() as u64;
-            let bound = Self::bind(recs, &catalog);
+            let mut bound = Self::bind(recs, &catalog);
+            // What was read now is saved below; what a webhook pass took from the store is not.
+            let fresh: Option<HashSet<String>> =
+                rereads.remove(&ch.cfg.id).map(|v| v.into_iter().collect());
+            if let Some(known) = stored.remove(&ch.cfg.id) {
+                for (sku, obs) in known {
+                    if catalog.contains(sku.as_str()) {
+                        bound.observed.entry(sku).or_insert(obs);
+                    }
+                }
+            }
             let t = Instant::now();
             let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
             tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
@@ -513,6 +628,17 @@ impl Engine {
             tracing::debug!(ms = t.elapsed().as_millis() as u64, channel = %ch.cfg.id, "plan");
             cr.items_checked = plan.items_checked;
             cr.in_sync = plan.items_in_sync;
+            // Writes taken as shown by an earlier webhook pass, now seen by a read.
+            let is_fresh = |sku: &str| fresh.as_ref().is_none_or(|f| f.contains(sku));
+            cr.corrections.confirmed += plan
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.in_sync
+                        && prev.get(&r.key).is_some_and(|p| p.unverified)
+                        && is_fresh(&r.key.sku)
+                })
+                .count() as u64;
             cr.consistency = ratio(plan.items_in_sync, plan.items_checked);
             cr.plan_errors = plan.errors.len() as u64;
             for (sku, e) in plan.errors.iter().take(20) {
@@ -575,12 +701,17 @@ impl Engine {
                 let to_save: HashMap<String, Observed> = bound
                     .observed
                     .iter()
-                    .filter(|(sku, _)| changed.contains(sku.as_str()))
+                    .filter(|(sku, _)| changed.contains(sku.as_str()) && is_fresh(sku))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 let t = Instant::now();
                 self.store.save_bindings(&ch.cfg.id, &to_save, now).await?;
                 tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_bindings");
+                // What was read is seen: no write is waiting for a read-back there any more.
+                let seen: Option<Vec<String>> = fresh.as_ref().map(|f| f.iter().cloned().collect());
+                self.store
+                    .clear_unverified(&ch.cfg.id, seen.as_deref().or(skus))
+                    .await?;
 
                 self.store
                     .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
@@ -593,7 +724,7 @@ impl Engine {
         }
 
         let plan_ms = clock.elapsed().as_millis() as u64 - read_ms;
-        if !scope.dry_run && report.status == "ok" {
+        if !scope.dry_run && !scope.enqueue_only && report.status == "ok" {
             self.push_and_verify(run_id, &items, &ctx, &mut report)
                 .await?;
         }
@@ -657,12 +788,14 @@ impl Engine {
             items.iter().map(|i| (i.sku.as_str(), i)).collect();
         for round in 0..3 {
             let drains = futures::future::join_all(targets.iter().map(|ch| async move {
+                let _lane = self.lane(&ch.cfg.id).await;
                 let stats = outbox::drain(
                     &self.store,
                     &ch.cfg.id,
                     &ch.connector,
                     run_id,
                     &self.config.daemon.outbox,
+                    outbox::Claim::Due,
                 )
                 .await;
                 (*ch, stats)
@@ -696,8 +829,10 @@ impl Engine {
                 let prev = self.store.load_prev(&ch.cfg.id, Some(&touched)).await?;
                 let mut plan =
                     planner::plan_channel(&Self::spec(ch), ctx, &subset, &bound.observed, &prev);
-                let applied: HashSet<&StateKey> = stats.applied_keys.iter().collect();
+                let applied: HashSet<&StateKey> =
+                    stats.applied_changes.iter().map(|(k, _, _)| k).collect();
                 let stale: HashSet<&StateKey> = stats.stale_keys.iter().collect();
+                let cr = channel_report(report, &ch.cfg.id);
                 let mut no_op = 0u64;
                 for row in &mut plan.rows {
                     if applied.contains(&row.key) {
@@ -721,6 +856,9 @@ impl Engine {
                     .await?;
                 self.store
                     .save_bindings(&ch.cfg.id, &bound.observed, now)
+                    .await?;
+                self.store
+                    .clear_unverified(&ch.cfg.id, Some(&touched))
                     .await?;
                 let requeue: Vec<(Planned, String, Option<String>)> = plan
                     .corrections
@@ -751,24 +889,126 @@ impl Engine {
         Ok(())
     }
 
-    /// Pushes whatever is due in every target's outbox (retries scheduled earlier).
-    /// Skips (returning 0) while a pass is running: the pass drains the outbox itself, and
-    /// two drains of one channel must never push the same rows.
+    async fn lane(&self, channel: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.lanes.get(channel) {
+            Some(lane) => Some(lane.lock().await),
+            None => None,
+        }
+    }
+
+    /// The ids of the target channels.
+    pub fn target_ids(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| Self::is_target(c))
+            .map(|c| c.cfg.id.clone())
+            .collect()
+    }
+
+    /// Pushes what is due in one channel's queue, without a read-back: writes the API
+    /// accepted are taken as shown ([`Store::take_as_shown`]: the stored listing gets the
+    /// value, the difference closes, the value is marked for [`Engine::read_back_pending`]).
+    /// Returns the SKUs the channel must be read again for (compare-and-set refusals,
+    /// created listings); the caller runs a pass over them.
+    pub async fn push_queued(&self, channel: &str) -> anyhow::Result<Pushed> {
+        self.push_claimed(channel, outbox::Claim::Due, true).await
+    }
+
+    /// Drains `claim` of one channel's queue and takes what was applied as shown. With
+    /// `wait: false` a channel whose lane is busy (its pusher or a pass is pushing) is
+    /// skipped: that drain pushes what is due anyway.
+    async fn push_claimed(
+        &self,
+        channel: &str,
+        claim: outbox::Claim,
+        wait: bool,
+    ) -> anyhow::Result<Pushed> {
+        let Some(ch) = self
+            .channels
+            .iter()
+            .find(|c| c.cfg.id == channel && Self::is_target(c))
+        else {
+            bail!("no target channel {channel:?}");
+        };
+        let stats = {
+            let _lane = match self.lanes.get(channel) {
+                Some(lane) if !wait => match lane.try_lock() {
+                    Ok(guard) => Some(guard),
+                    Err(_) => return Ok(Pushed::default()),
+                },
+                _ => self.lane(channel).await,
+            };
+            outbox::drain(
+                &self.store,
+                channel,
+                &ch.connector,
+                0,
+                &self.config.daemon.outbox,
+                claim,
+            )
+            .await?
+        };
+        let mut reread: BTreeSet<String> = stats.stale_keys.iter().map(|k| k.sku.clone()).collect();
+        let mut taken = Vec::new();
+        for (key, value, change) in stats.applied_changes {
+            if matches!(change, Change::Create { .. }) {
+                reread.insert(key.sku);
+            } else {
+                taken.push((key, value, change));
+            }
+        }
+        self.store.take_as_shown(channel, &taken, now_ms()).await?;
+        Ok(Pushed {
+            sent: stats.sent,
+            applied: stats.applied,
+            reread: reread.into_iter().collect(),
+        })
+    }
+
+    /// Reads back up to `limit` SKUs whose writes a webhook pass took as shown, on the
+    /// channels they were written to, in one pass: confirmed when the channel shows them,
+    /// `write_no_op` (and pushed again) when it does not. `None` when nothing waits.
+    pub async fn read_back_pending(&self, limit: i64) -> anyhow::Result<Option<RunReport>> {
+        let (by_channel, total) = self.store.unverified(limit).await?;
+        if by_channel.is_empty() {
+            return Ok(None);
+        }
+        let skus: BTreeSet<String> = by_channel.values().flatten().cloned().collect();
+        tracing::info!(
+            skus = skus.len(),
+            waiting = total,
+            "reading back writes taken as shown"
+        );
+        let scope = Scope {
+            skus: Some(skus.into_iter().collect()),
+            named_by: Some(
+                by_channel
+                    .into_iter()
+                    .map(|(c, s)| (c, s.into_iter().collect()))
+                    .collect(),
+            ),
+            ..Scope::default()
+        };
+        self.reconcile(&scope).await.map(Some)
+    }
+
+    /// Pushes what is due in every target's outbox and nobody else will push: retries
+    /// scheduled earlier, approved corrections, what a stopped pusher left. Like
+    /// [`Engine::push_queued`], accepted writes are taken as shown. Corrections queued less
+    /// than a second (or the channel's `push_window_ms`) ago are left to the pass or pusher
+    /// that queued them. Skips (returning 0) while a pass is running: the pass drains the
+    /// outbox itself; a channel whose pusher is busy is skipped (it pushes what is due).
+    /// Compare-and-set refusals are left to the next pass.
     pub async fn drain_due(&self) -> anyhow::Result<u64> {
+        const STRAGGLER_MS: u64 = 1000;
         let Ok(_idle) = self.gate.try_lock() else {
             return Ok(0);
         };
         let mut sent = 0;
         for ch in self.channels.iter().filter(|c| Self::is_target(c)) {
-            let stats = outbox::drain(
-                &self.store,
-                &ch.cfg.id,
-                &ch.connector,
-                0,
-                &self.config.daemon.outbox,
-            )
-            .await?;
-            sent += stats.sent;
+            let wait = ch.cfg.push_window_ms.max(STRAGGLER_MS) as i64;
+            let claim = outbox::Claim::QueuedBefore(now_ms() - wait);
+            sent += self.push_claimed(&ch.cfg.id, claim, false).await?.sent;
         }
         Ok(sent)
     }

@@ -181,7 +181,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 fn handler_of<'a>(s: &'a HttpState, id: &str) -> Option<&'a dyn WebhookHandler> {
-    s.engine.connector(id).and_then(|c| c.webhooks())
+    s.engine.webhooks(id)
 }
 
 fn not_found(s: &HttpState) -> Response {

@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         no_secrets: bool,
     },
+    /// Make the systems send their webhooks here: each connector that can (eBay: the
+    /// Notification API destination for `webhook_endpoint` and a subscription per order
+    /// topic) creates what is missing. Idempotent; the others are listed as skipped.
+    Subscribe {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this connector.
+        #[arg(long)]
+        connector: Option<String>,
+    },
     /// Run one reconcile pass now.
     Reconcile {
         #[command(flatten)]
@@ -250,6 +260,46 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             omnisync::telemetry::init(&config.daemon.log_format);
             omnisync::daemon::run(config).await?;
         }
+        Command::Subscribe { config, connector } => {
+            let cfg = match load(&config.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            omnisync::telemetry::init(&cfg.daemon.log_format);
+            let store = Store::open("sqlite::memory:").await?;
+            let engine = Engine::new(cfg.clone(), store)?;
+            let ids: Vec<String> = match &connector {
+                Some(id) if engine.connector(id).is_some() => vec![id.clone()],
+                Some(id) => {
+                    eprintln!("{}: no connector {id:?}", cfg.file.display());
+                    return Ok(ExitCode::from(2));
+                }
+                None => cfg.connectors.iter().map(|c| c.id.clone()).collect(),
+            };
+            let mut failed = false;
+            for id in ids {
+                let Some(c) = engine.connector(&id) else {
+                    continue;
+                };
+                match c.ensure_webhook_subscriptions().await {
+                    Ok(lines) => {
+                        for line in lines {
+                            println!("{id}: {line}");
+                        }
+                    }
+                    Err(e) if e.kind == omnisync_sdk::ErrorKind::Config && connector.is_none() => {
+                        println!("{id}: skipped: {}", e.message);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("{id}: FAILED: {e}");
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::from(3));
+            }
+        }
         Command::CheckConfig {
             config,
             connect,
@@ -330,6 +380,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 channel,
                 skus: (!skus.is_empty()).then_some(skus),
                 dry_run,
+                ..Scope::default()
             };
             let report = engine.reconcile(&scope).await?;
             print_report(&report, format)?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnisync_sdk::retry::{RetryPolicy, retry};
-use omnisync_sdk::{Connector, Correction, PushOutcome};
+use omnisync_sdk::{Change, Connector, Correction, PushOutcome};
 
 use crate::config::OutboxSection;
 use crate::planner::StateKey;
@@ -32,8 +32,8 @@ pub struct DrainStats {
     pub batches: u64,
     /// SKUs whose corrections were applied or found stale (to read back).
     pub touched: BTreeSet<String>,
-    /// The values applied.
-    pub applied_keys: Vec<StateKey>,
+    /// The values applied: key, encoded value, and the change that set it.
+    pub applied_changes: Vec<(StateKey, String, Change)>,
     /// The values refused by compare-and-set.
     pub stale_keys: Vec<StateKey>,
 }
@@ -61,18 +61,37 @@ fn reschedule_delay(cfg: &OutboxSection, attempts: i64, asked: Option<Duration>)
     asked.map_or(base, |a| a.max(base))
 }
 
-/// Pushes every correction of `channel` that is due now. Returns when none is left due.
+/// Which queued corrections a drain takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Every correction that is due.
+    Due,
+    /// Due corrections queued (or last changed) at this time (ms) or earlier: the retry
+    /// loop leaves what is younger than a channel's push window to its pusher.
+    QueuedBefore(i64),
+}
+
+/// Pushes every correction of `channel` that is due now (of the kind `claim` says). Returns
+/// when none is left due.
 pub async fn drain(
     store: &Store,
     channel: &str,
     connector: &Arc<dyn Connector>,
     run_id: i64,
     cfg: &OutboxSection,
+    claim: Claim,
 ) -> Result<DrainStats, StoreError> {
     let max_batch = connector.capabilities().max_batch.max(1);
     let mut stats = DrainStats::default();
     loop {
-        let rows = store.claim(channel, max_batch, now_ms()).await?;
+        let rows = match claim {
+            Claim::Due => store.claim(channel, max_batch, now_ms()).await?,
+            Claim::QueuedBefore(t) => {
+                store
+                    .claim_queued_before(channel, max_batch, now_ms(), t)
+                    .await?
+            }
+        };
         if rows.is_empty() {
             return Ok(stats);
         }
@@ -108,7 +127,11 @@ pub async fn drain(
                             PushOutcome::Applied => {
                                 stats.applied += 1;
                                 stats.touched.insert(row.key.sku.clone());
-                                stats.applied_keys.push(row.key.clone());
+                                stats.applied_changes.push((
+                                    row.key.clone(),
+                                    row.value.clone(),
+                                    row.change.clone(),
+                                ));
                                 Settled::Applied
                             }
                             PushOutcome::Stale { .. } => {

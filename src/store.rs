@@ -480,7 +480,7 @@ impl Store {
         skus: Option<&[String]>,
     ) -> Result<HashMap<StateKey, PrevState>> {
         let mut out = HashMap::new();
-        let base = "SELECT sku, field, location, desired, in_sync, cause FROM target_state WHERE channel = $1";
+        let base = "SELECT sku, field, location, desired, in_sync, cause, unverified FROM target_state WHERE channel = $1";
         let mut rows = Vec::new();
         match skus {
             None => {
@@ -520,10 +520,181 @@ impl Store {
                     desired: r.try_get(3).ctx("reading target state")?,
                     in_sync: r.try_get::<i64, _>(4).ctx("reading target state")? != 0,
                     cause: cause.as_deref().and_then(Cause::parse),
+                    unverified: r.try_get::<i64, _>(6).ctx("reading target state")? != 0,
                 },
             );
         }
         Ok(out)
+    }
+
+    /// What a channel last showed for these SKUs (its listings as stored in `bindings` by
+    /// the last read, or by a write the API accepted since): the view a webhook pass plans
+    /// the channels from that did not send the webhook. SKUs with no stored listing are
+    /// absent.
+    pub async fn load_observed(
+        &self,
+        channel: &str,
+        skus: &[String],
+    ) -> Result<HashMap<String, Observed>> {
+        let mut out = HashMap::with_capacity(skus.len());
+        for chunk in skus.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT sku, external_id, refs, offer, stock FROM bindings WHERE channel = $1 AND sku IN {}",
+                values_list(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(self.dynamic(sql)).bind(channel);
+            for s in chunk {
+                q = q.bind(s.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await.ctx("loading listings")? {
+                let corrupt = |detail: String| StoreError::Corrupt {
+                    table: "bindings",
+                    detail,
+                };
+                let refs: String = r.try_get(2).ctx("reading listings")?;
+                let offer: Option<String> = r.try_get(3).ctx("reading listings")?;
+                let stock: String = r.try_get(4).ctx("reading listings")?;
+                out.insert(
+                    r.try_get(0).ctx("reading listings")?,
+                    Observed {
+                        external_id: r.try_get(1).ctx("reading listings")?,
+                        refs: serde_json::from_str(&refs)
+                            .map_err(|e| corrupt(format!("refs: {e}")))?,
+                        offer: offer
+                            .map(|o| serde_json::from_str(&o))
+                            .transpose()
+                            .map_err(|e| corrupt(format!("offer: {e}")))?,
+                        stock: serde_json::from_str(&stock)
+                            .map_err(|e| corrupt(format!("stock: {e}")))?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes writes an API accepted as shown, without reading the channel: the stored
+    /// listing gets the written values, a value still desired is in sync from now (its
+    /// difference goes to the drift history), and every written value is marked as not read
+    /// back yet ([`PrevState::unverified`]) until a read of the channel sees it. A value whose
+    /// desired value moved on meanwhile stays open (its newer correction is queued).
+    pub async fn take_as_shown(
+        &self,
+        channel: &str,
+        applied: &[(StateKey, String, Change)],
+        now: i64,
+    ) -> Result<()> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let skus: Vec<String> = applied
+            .iter()
+            .map(|(k, _, _)| k.sku.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut shown = self.load_observed(channel, &skus).await?;
+        for (key, _, change) in applied {
+            if shown.contains_key(&key.sku) {
+                crate::planner::apply_change(&mut shown, &key.sku, change);
+            }
+        }
+        self.save_bindings(channel, &shown, now).await?;
+        let mut tx = self.pool.begin().await.ctx("taking writes as shown")?;
+        for chunk in applied.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
+                 SELECT t.channel, t.sku, t.field, t.location, t.desired, t.observed, t.cause, COALESCE(t.drift_since, $1), $2 \
+                 FROM target_state t JOIN (VALUES {}) AS v \
+                 ON t.sku = v.column1 AND t.field = v.column2 AND t.location = v.column3 \
+                 WHERE t.in_sync = 0 AND t.desired = v.column4 AND t.channel = ${}",
+                values_clause(chunk.len(), 4, 3),
+                3 + chunk.len() * 4
+            );
+            let q = sqlx::query(self.dynamic(sql)).bind(now).bind(now);
+            bind_applied(q, chunk)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await
+                .ctx("recording closed drift")?;
+            let sql = format!(
+                "UPDATE target_state SET observed = v.column4, unverified = 1, checked_at = $1, \
+                 in_sync = CASE WHEN target_state.desired = v.column4 THEN 1 ELSE target_state.in_sync END, \
+                 cause = CASE WHEN target_state.desired = v.column4 THEN NULL ELSE target_state.cause END, \
+                 drift_since = CASE WHEN target_state.desired = v.column4 THEN NULL ELSE target_state.drift_since END \
+                 FROM (VALUES {}) AS v WHERE target_state.sku = v.column1 \
+                 AND target_state.field = v.column2 AND target_state.location = v.column3 \
+                 AND target_state.channel = ${}",
+                values_clause(chunk.len(), 4, 2),
+                2 + chunk.len() * 4
+            );
+            let q = sqlx::query(self.dynamic(sql)).bind(now);
+            bind_applied(q, chunk)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await
+                .ctx("taking writes as shown")?;
+        }
+        tx.commit().await.ctx("taking writes as shown")?;
+        Ok(())
+    }
+
+    /// Clears the mark of [`Store::take_as_shown`] for every value of these SKUs (all of the
+    /// channel's with `None`): a read of the channel has just seen them.
+    pub async fn clear_unverified(&self, channel: &str, skus: Option<&[String]>) -> Result<()> {
+        let Some(skus) = skus else {
+            sqlx::query(
+                "UPDATE target_state SET unverified = 0 WHERE unverified = 1 AND channel = $1",
+            )
+            .bind(channel)
+            .execute(&self.pool)
+            .await
+            .ctx("clearing read-back marks")?;
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await.ctx("clearing read-back marks")?;
+        for chunk in skus.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE target_state SET unverified = 0 WHERE unverified = 1 AND channel = $1 AND sku IN {}",
+                values_list(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(self.dynamic(sql)).bind(channel);
+            for s in chunk {
+                q = q.bind(s.as_str());
+            }
+            q.execute(&mut *tx).await.ctx("clearing read-back marks")?;
+        }
+        tx.commit().await.ctx("clearing read-back marks")?;
+        Ok(())
+    }
+
+    /// Up to `limit` (channel, SKU) pairs with values pushed and not read back yet, by
+    /// channel. With the total number of such pairs.
+    pub async fn unverified(&self, limit: i64) -> Result<(BTreeMap<String, Vec<String>>, u64)> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT channel, sku FROM target_state WHERE unverified = 1 ORDER BY channel, sku LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("finding pushes to read back")?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &rows {
+            out.entry(r.try_get(0).ctx("reading target state")?)
+                .or_default()
+                .push(r.try_get(1).ctx("reading target state")?);
+        }
+        if (rows.len() as i64) < limit {
+            // The list is all there is: no need to count.
+            return Ok((out, rows.len() as u64));
+        }
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT channel, sku FROM target_state WHERE unverified = 1) u",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting pushes to read back")?;
+        Ok((out, total as u64))
     }
 
     /// Saves a pass's conclusions. Rows unchanged since the previous pass (same desired
@@ -704,16 +875,49 @@ impl Store {
 
     /// Claims up to `limit` due corrections of a channel, oldest first.
     pub async fn claim(&self, channel: &str, limit: usize, now: i64) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
-             FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 ORDER BY id LIMIT $3",
-        )
-        .bind(channel)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .ctx("claiming corrections")?;
+        self.claim_where(channel, limit, now, None).await
+    }
+
+    /// Like [`Store::claim`], only corrections queued (or last changed) at `before` or
+    /// earlier: what a channel's push window has let wait long enough.
+    pub async fn claim_queued_before(
+        &self,
+        channel: &str,
+        limit: usize,
+        now: i64,
+        before: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        self.claim_where(channel, limit, now, Some(before)).await
+    }
+
+    async fn claim_where(
+        &self,
+        channel: &str,
+        limit: usize,
+        now: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<OutboxRow>> {
+        let query = match before {
+            None => sqlx::query(
+                "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
+                 FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 ORDER BY id LIMIT $3",
+            )
+            .bind(channel)
+            .bind(now),
+            Some(before) => sqlx::query(
+                "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
+                 FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 \
+                 AND updated_at <= $3 ORDER BY id LIMIT $4",
+            )
+            .bind(channel)
+            .bind(now)
+            .bind(before),
+        };
+        let rows = query
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .ctx("claiming corrections")?;
         rows.iter()
             .map(|r| {
                 let field: String = r.try_get(2).ctx("reading outbox")?;
@@ -753,39 +957,57 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("settling corrections")?;
-        for (row, settled) in results {
-            let (outcome, detail) = match settled {
-                Settled::Applied => {
-                    sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
-                        .bind(row.id)
-                        .bind(row.idempotency_key.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .ctx("settling an applied correction")?;
-                    sqlx::query(
-                        "UPDATE target_state SET pushed = $1, pushed_at = $2 \
-                         WHERE channel = $3 AND sku = $4 AND field = $5 AND location = $6",
-                    )
-                    .bind(row.value.as_str())
-                    .bind(now)
-                    .bind(channel)
+        // Applied and stale rows, the bulk of every drain, in set-based statements.
+        let leaving: Vec<&OutboxRow> = results
+            .iter()
+            .filter(|(_, s)| matches!(s, Settled::Applied | Settled::Stale))
+            .map(|(r, _)| r)
+            .collect();
+        for chunk in leaving.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM outbox WHERE (id, idempotency_key) IN (VALUES {})",
+                values_clause(chunk.len(), 2, 1)
+            );
+            let mut q = sqlx::query(self.dynamic(sql));
+            for row in chunk {
+                q = q.bind(row.id).bind(row.idempotency_key.as_str());
+            }
+            q.execute(&mut *tx)
+                .await
+                .ctx("settling applied corrections")?;
+        }
+        let applied: Vec<&OutboxRow> = results
+            .iter()
+            .filter(|(_, s)| matches!(s, Settled::Applied))
+            .map(|(r, _)| r)
+            .collect();
+        for chunk in applied.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE target_state SET pushed = v.column4, pushed_at = $1 FROM (VALUES {}) AS v \
+                 WHERE target_state.sku = v.column1 AND target_state.field = v.column2 \
+                 AND target_state.location = v.column3 AND target_state.channel = ${}",
+                values_clause(chunk.len(), 4, 2),
+                2 + chunk.len() * 4
+            );
+            let mut q = sqlx::query(self.dynamic(sql)).bind(now);
+            for row in chunk {
+                q = q
                     .bind(row.key.sku.as_str())
                     .bind(row.key.field.as_str())
                     .bind(row.key.location.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .ctx("recording a pushed value")?;
-                    ("applied", None)
-                }
-                Settled::Stale => {
-                    sqlx::query("DELETE FROM outbox WHERE id = $1 AND idempotency_key = $2")
-                        .bind(row.id)
-                        .bind(row.idempotency_key.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .ctx("settling a stale correction")?;
-                    ("stale", None)
-                }
+                    .bind(row.value.as_str());
+            }
+            q.bind(channel)
+                .execute(&mut *tx)
+                .await
+                .ctx("recording pushed values")?;
+        }
+        let mut log: Vec<(&OutboxRow, &'static str, Option<&str>)> =
+            Vec::with_capacity(results.len());
+        for (row, settled) in results {
+            let (outcome, detail) = match settled {
+                Settled::Applied => ("applied", None),
+                Settled::Stale => ("stale", None),
                 Settled::RetryAt { at, error } => {
                     sqlx::query(
                         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, updated_at = $3 \
@@ -842,22 +1064,27 @@ impl Store {
                     ("dead", Some(reason.as_str()))
                 }
             };
-            sqlx::query(
-                "INSERT INTO push_log (run_id, channel, sku, field, location, value, outcome, detail, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(run_id)
-            .bind(channel)
-            .bind(row.key.sku.as_str())
-            .bind(row.key.field.as_str())
-            .bind(row.key.location.as_str())
-            .bind(row.value.as_str())
-            .bind(outcome)
-            .bind(detail)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .ctx("logging a push")?;
+            log.push((row, outcome, detail));
+        }
+        for chunk in log.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO push_log (run_id, channel, sku, field, location, value, outcome, detail, at) VALUES {}",
+                values_clause(chunk.len(), 9, 1)
+            );
+            let mut q = sqlx::query(self.dynamic(sql));
+            for (row, outcome, detail) in chunk {
+                q = q
+                    .bind(run_id)
+                    .bind(channel)
+                    .bind(row.key.sku.as_str())
+                    .bind(row.key.field.as_str())
+                    .bind(row.key.location.as_str())
+                    .bind(row.value.as_str())
+                    .bind(*outcome)
+                    .bind(*detail)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.ctx("logging pushes")?;
         }
         tx.commit().await.ctx("settling corrections")?;
         Ok(())
@@ -1055,6 +1282,21 @@ impl Store {
         tx.commit().await.ctx("recording observed changes")?;
         Ok(())
     }
+}
+
+/// Binds (SKU, field, location, value) of each applied write, for a `VALUES` list.
+fn bind_applied<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    applied: &'q [(StateKey, String, Change)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for (key, value, _) in applied {
+        q = q
+            .bind(key.sku.as_str())
+            .bind(key.field.as_str())
+            .bind(key.location.as_str())
+            .bind(value.as_str());
+    }
+    q
 }
 
 /// `($start, $start+1, …)` for an `IN` list of `n` values.

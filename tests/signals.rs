@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use omnisync::demo::World;
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{Fault, SimControl};
 use time::OffsetDateTime;
 

@@ -94,7 +94,8 @@ async fn conformance(store: Store, channel: &str) {
         Some(&PrevState {
             desired: "3".into(),
             in_sync: false,
-            cause: Some(Cause::SourceChanged)
+            cause: Some(Cause::SourceChanged),
+            unverified: false,
         })
     );
     let scoped = store
@@ -123,6 +124,22 @@ async fn conformance(store: Store, channel: &str) {
         .await
         .unwrap();
     assert_eq!(store.outbox_depth(channel).await.unwrap(), (1, 1));
+    // A push window: queued at 1,000, so not yet by 999, and due by 1,000.
+    assert!(
+        store
+            .claim_queued_before(channel, 10, 2_000, 999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_queued_before(channel, 10, 2_000, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let claimed = store.claim(channel, 10, 2_000).await.unwrap();
     assert_eq!(claimed.len(), 1, "held rows are not claimed");
     assert_eq!(claimed[0].value, "4");
@@ -229,6 +246,59 @@ async fn conformance(store: Store, channel: &str) {
         .await
         .unwrap();
     assert_eq!(n, 1);
+
+    // A write taken as shown: the listing gets the value, the difference closes into the
+    // history, the value waits for a read-back until a read clears the mark.
+    let offer_key = key("A", Field::Offer, "");
+    let open_offer = TargetRow {
+        key: offer_key.clone(),
+        desired: "13990 NOK".into(),
+        observed: Some("12990 NOK".into()),
+        in_sync: false,
+        cause: Some(Cause::SourceChanged),
+    };
+    let prev = store.load_prev(channel, None).await.unwrap();
+    store
+        .save_state(channel, std::slice::from_ref(&open_offer), &prev, 8_100)
+        .await
+        .unwrap();
+    let change = omnisync_sdk::Change::Offer {
+        offer: Offer::regular(Money::new(13990, Currency::NOK)),
+    };
+    store
+        .take_as_shown(
+            channel,
+            &[(offer_key.clone(), "13990 NOK".into(), change)],
+            8_200,
+        )
+        .await
+        .unwrap();
+    let shown = store
+        .load_observed(channel, &["A".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["A"].offer,
+        Some(Offer::regular(Money::new(13990, Currency::NOK)))
+    );
+    assert_eq!(shown["A"].stock, BTreeMap::from([("L1".to_string(), 1)]));
+    let prev = store.load_prev(channel, None).await.unwrap();
+    assert!(prev[&offer_key].in_sync && prev[&offer_key].unverified);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drift_history WHERE channel = $1")
+        .bind(channel)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let (waiting, total) = store.unverified(10).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(waiting[channel], ["A"]);
+    store
+        .clear_unverified(channel, Some(&["A".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(store.unverified(10).await.unwrap().1, 0);
+    assert!(!store.load_prev(channel, None).await.unwrap()[&offer_key].unverified);
 
     store
         .finish_run(run, "ok", "{\"run_id\":1}", 9_000)

@@ -810,8 +810,12 @@ async fn a_delivery_naming_a_sku_reconciles_that_sku_everywhere() {
         ("done", None)
     );
     assert!(rows[0].processed_at.is_some());
-    let run = env.store.run(None).await.unwrap().unwrap();
-    assert_eq!(run.scope, "skus=1");
+    let runs = env.store.runs(10).await.unwrap();
+    assert!(
+        runs.iter().any(|r| r.scope == "skus=1 webhook"),
+        "{:?}",
+        runs.iter().map(|r| &r.scope).collect::<Vec<_>>()
+    );
     assert_eq!(d.webhook_stats().snapshot().passes, 1);
     d.shutdown().await;
 }
@@ -905,7 +909,10 @@ async fn everything_pending_goes_in_one_pass() {
     );
     assert_eq!(p.process_pending().await.unwrap(), 3);
     assert_eq!(stats.snapshot().passes, 1);
-    assert_eq!(env.store.run(None).await.unwrap().unwrap().scope, "skus=3");
+    assert_eq!(
+        env.store.run(None).await.unwrap().unwrap().scope,
+        "skus=3 webhook"
+    );
     for (sku, price, _) in CATALOG {
         assert_eq!(env.shop.price(sku), price + 100);
     }

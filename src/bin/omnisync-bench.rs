@@ -45,6 +45,7 @@ use omnisync::planner::price::desired_offer;
 use omnisync::report::RunReport;
 use omnisync::store::Store;
 use omnisync_sdk::http::HttpClient;
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{SimControl, SimRecord};
 use omnisync_sdk::webhook::hmac_sha256;
 use omnisync_sdk::{Currency, Money, Offer};
@@ -166,6 +167,41 @@ struct PropagationArgs {
     /// Most hint POSTs in flight at once.
     #[arg(long, default_value_t = 256)]
     max_in_flight: usize,
+    /// How each change is announced: `notice` = a signed change notice from the ERP
+    /// (`POST /webhooks/erp`, what a trigger or script next to the ERP sends); `webshop` = a
+    /// signed Shopify `products/update` naming the SKU (the webshop then re-reads it too).
+    #[arg(long, value_enum, default_value_t = Hint::Notice)]
+    hint: Hint,
+    /// Skip the warm-up that lets the daemon learn every eBay offer id before the clock
+    /// starts (eBay's price reads carry no offer id, so the first write of each SKU after a
+    /// start costs a `GET /offer` look-up; a running daemon has them from earlier reads).
+    #[arg(long)]
+    cold_offer_ids: bool,
+    /// Which source changes are made: `mixed` (half prices, half stock), `stock` or `price`.
+    #[arg(long, value_enum, default_value_t = Changes::Mixed)]
+    changes: Changes,
+}
+
+/// The kinds of source change the propagation benchmark makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Changes {
+    /// Half prices, half central-warehouse stock.
+    Mixed,
+    /// Central-warehouse stock only (sales, receipts).
+    Stock,
+    /// Prices only.
+    Price,
+}
+
+/// How the propagation benchmark announces a source change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Hint {
+    /// A change notice from the ERP.
+    Notice,
+    /// A Shopify `products/update`.
+    Webshop,
 }
 
 #[derive(Args, Clone, Debug, Serialize)]
@@ -1315,12 +1351,17 @@ fn pick_change(
     targets: &[Target],
     erp: &SimRecord,
     now: OffsetDateTime,
+    changes: Changes,
 ) -> Result<Option<(SimRecord, Vec<Want>, &'static str)>> {
     let old: Vec<Want> = targets
         .iter()
         .map(|t| expected(config, t, erp, now))
         .collect::<Result<_>>()?;
-    let price_change = rng.below(2) == 0;
+    let price_change = match changes {
+        Changes::Mixed => rng.below(2) == 0,
+        Changes::Price => true,
+        Changes::Stock => false,
+    };
     for _ in 0..20 {
         let mut new = erp.clone();
         let kind = if price_change {
@@ -1370,11 +1411,30 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
     if mismatched > 0 {
         progress("WARNING: the expected-value method disagrees with the converged state");
     }
+    if !a.cold_offer_ids {
+        progress("warm-up: reading every SKU on the marketplace once, to learn the eBay offer ids");
+        let skus: Vec<String> = (0..a.skus).map(|i| catalog_item(i).sku).collect();
+        let warm = h
+            .engine
+            .reconcile(&Scope {
+                channel: Some("marketplace".into()),
+                skus: Some(skus),
+                ..Scope::default()
+            })
+            .await?;
+        if !warm.converged() {
+            bail!(
+                "the warm-up pass did not find the marketplace in sync: {}",
+                warm.table()
+            );
+        }
+    }
     let ids = shopify_ids(h.store()).await?;
     let targets = h.targets();
     let target_ids: Vec<String> = targets.iter().map(|t| t.cfg.id.clone()).collect();
     let config = h.config().clone();
     let url = h.webhook_url(WEBSHOP);
+    let notice_url = h.webhook_url("erp");
     let client = HttpClient::new(Duration::from_secs(30), None)
         .map_err(|e| anyhow!("building the HTTP client: {e}"))?
         .raw()
@@ -1483,7 +1543,9 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
             .record(&sku)
             .with_context(|| format!("{sku} is not in the ERP"))?;
         let now = OffsetDateTime::now_utc();
-        let Some((new, want, kind)) = pick_change(&mut rng, &config, &targets, &erp, now)? else {
+        let Some((new, want, kind)) =
+            pick_change(&mut rng, &config, &targets, &erp, now, a.changes)?
+        else {
             skipped += 1;
             continue;
         };
@@ -1513,15 +1575,31 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                 arrived: vec![None; want.len()],
                 want,
             });
-        // The hint: Tryton sends no webhooks, so the change is announced the way a webshop
-        // edit would be — a signed Shopify products/update naming the SKU.
-        let body = products_update_body(&sku, ids.get(&sku).copied().unwrap_or((0, 0, 0)));
-        let headers = shopify_headers(
-            "products/update",
-            &format!("hint-{run:x}-{i}"),
-            body.as_bytes(),
-        );
-        let (client, url, sem) = (client.clone(), url.clone(), in_flight.clone());
+        // The hint: Tryton sends no webhooks, so the change is announced by a signed change
+        // notice (as a trigger next to the ERP would), or the way a webshop edit would be.
+        let event_id = format!("hint-{run:x}-{i}");
+        let (body, headers, url) = match a.hint {
+            Hint::Notice => {
+                let body = format!(r#"{{"skus":["{sku}"]}}"#);
+                let headers = vec![
+                    (
+                        omnisync_sdk::notice::SIGNATURE_HEADER,
+                        omnisync_sdk::notice::ChangeNotice::sign(
+                            omnisync::demo::DEMO_NOTIFY_SECRET.as_bytes(),
+                            body.as_bytes(),
+                        ),
+                    ),
+                    (omnisync_sdk::notice::EVENT_ID_HEADER, event_id),
+                ];
+                (body, headers, notice_url.clone())
+            }
+            Hint::Webshop => {
+                let body = products_update_body(&sku, ids.get(&sku).copied().unwrap_or((0, 0, 0)));
+                let headers = shopify_headers("products/update", &event_id, body.as_bytes());
+                (body, headers, url.clone())
+            }
+        };
+        let (client, sem) = (client.clone(), in_flight.clone());
         let (ack, errors, first) = (
             hint_ack.clone(),
             hint_errors.clone(),

@@ -44,6 +44,10 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// First and longest wait after a failed pass.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// SKUs read back per read-back pass at most.
+const READ_BACK_BATCH: i64 = 1000;
+/// The longest writes taken as shown wait for their read-back while deliveries keep coming.
+const READ_BACK_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Longer provider event ids are stored as their SHA-256.
 const MAX_EVENT_ID: usize = 200;
 
@@ -402,6 +406,8 @@ pub struct Processor {
     wake: Arc<Notify>,
     coalesce: Duration,
     refs: HashMap<String, RefMap>,
+    /// Wakes each target channel's pusher (while [`Processor::run`] runs).
+    pushers: HashMap<String, Arc<Notify>>,
 }
 
 impl Processor {
@@ -420,6 +426,7 @@ impl Processor {
             wake,
             coalesce,
             refs: HashMap::new(),
+            pushers: HashMap::new(),
         }
     }
 
@@ -430,8 +437,62 @@ impl Processor {
     /// finished before stopping; a window in progress is abandoned (its rows stay pending).
     pub async fn run(mut self, stop: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
+        let read_back_delay =
+            Duration::from_millis(self.engine.config().daemon.http.read_back_delay_ms);
+        // One pusher per target channel: a slow channel holds back no other.
+        let mut pushers = tokio::task::JoinSet::new();
+        for id in self.engine.target_ids() {
+            let window = Duration::from_millis(
+                self.engine
+                    .config()
+                    .connectors
+                    .iter()
+                    .find(|c| c.id == id)
+                    .map_or(0, |c| c.push_window_ms),
+            );
+            let kick = Arc::new(Notify::new());
+            // What is queued from before a restart is pushed at once.
+            kick.notify_one();
+            self.pushers.insert(id.clone(), kick.clone());
+            let (engine, stop) = (self.engine.clone(), stop.clone());
+            pushers.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = kick.notified() => {}
+                    }
+                    // The channel's window: corrections queued meanwhile go in the same call.
+                    if !window.is_zero() {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(window) => {}
+                        }
+                    }
+                    push_channel(&engine, &id).await;
+                }
+            });
+        }
+        // Writes taken as shown may wait from before a restart: look once at the start.
+        let mut read_back_waiting = true;
+        let mut last_read_back = tokio::time::Instant::now();
         while !stop.is_cancelled() {
             match self.process_pending().await {
+                Ok(0) if read_back_waiting => {
+                    backoff = MIN_BACKOFF;
+                    // Quiet for the delay: read back; a delivery first is handled first.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.wake.notified() => {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(self.coalesce) => {}
+                            }
+                            continue;
+                        }
+                        _ = tokio::time::sleep(read_back_delay) => {}
+                    }
+                    read_back_waiting = self.read_back(&mut last_read_back).await;
+                }
                 Ok(0) => {
                     backoff = MIN_BACKOFF;
                     tokio::select! {
@@ -445,7 +506,14 @@ impl Processor {
                         _ = tokio::time::sleep(self.coalesce) => {}
                     }
                 }
-                Ok(_) => backoff = MIN_BACKOFF,
+                Ok(_) => {
+                    backoff = MIN_BACKOFF;
+                    read_back_waiting = true;
+                    // Deliveries keep coming: read back at the latest every READ_BACK_MAX_WAIT.
+                    if last_read_back.elapsed() >= READ_BACK_MAX_WAIT {
+                        read_back_waiting = self.read_back(&mut last_read_back).await;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(
                         error = format!("{e:#}"),
@@ -458,6 +526,33 @@ impl Processor {
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+            }
+        }
+        // Pushes in progress finish (the daemon's drain deadline bounds them).
+        while pushers.join_next().await.is_some() {}
+        self.pushers.clear();
+    }
+
+    /// One read-back pass over writes webhook passes took as shown
+    /// ([`Engine::read_back_pending`]). Returns whether more may wait (a pass ran, or
+    /// failed): the next quiet moment looks again.
+    async fn read_back(&self, last: &mut tokio::time::Instant) -> bool {
+        *last = tokio::time::Instant::now();
+        match self.engine.read_back_pending(READ_BACK_BATCH).await {
+            Ok(None) => false,
+            Ok(Some(report)) => {
+                tracing::debug!(
+                    run = report.run_id,
+                    "webhook inbox: read back writes taken as shown"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "webhook inbox: reading back writes failed; tried again later"
+                );
+                true
             }
         }
     }
@@ -553,6 +648,7 @@ impl Processor {
         }
 
         let mut skus: BTreeSet<String> = BTreeSet::new();
+        let mut named_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut covered: Vec<(i64, Option<String>)> = Vec::new();
         for w in wanted {
             let unmapped = (!w.unmapped.is_empty()).then(|| {
@@ -583,6 +679,12 @@ impl Processor {
                 });
                 settled.push((w.id, InboxStatus::Done, Some(reason)));
             } else {
+                if let Some(row) = by_id.get(&w.id) {
+                    named_by
+                        .entry(row.connector.clone())
+                        .or_default()
+                        .extend(w.skus.iter().cloned());
+                }
                 skus.extend(w.skus);
                 covered.push((w.id, unmapped));
             }
@@ -594,6 +696,8 @@ impl Processor {
         if !skus.is_empty() {
             let scope = Scope {
                 skus: Some(skus.into_iter().collect()),
+                named_by: Some(named_by),
+                enqueue_only: true,
                 ..Scope::default()
             };
             let n = scope.skus.as_ref().map_or(0, Vec::len);
@@ -611,6 +715,14 @@ impl Processor {
                     report.problems.join("; ")
                 );
             }
+            // Each channel's queue is pushed on its own: by its pusher when the processor
+            // runs, here otherwise.
+            for c in report.channels.iter().filter(|c| c.corrections.queued > 0) {
+                match self.pushers.get(&c.id) {
+                    Some(kick) => kick.notify_one(),
+                    None => push_channel(&self.engine, &c.id).await,
+                }
+            }
             let done: Vec<(i64, InboxStatus, Option<String>)> = covered
                 .into_iter()
                 .map(|(id, reason)| (id, InboxStatus::Done, reason))
@@ -626,13 +738,13 @@ impl Processor {
 
     /// What a row asks for, or how to settle it without a pass.
     fn parse(&self, row: &InboxRow) -> Result<Wanted, (InboxStatus, String)> {
-        let Some(connector) = self.engine.connector(&row.connector) else {
+        if self.engine.connector(&row.connector).is_none() {
             return Err((
                 InboxStatus::Done,
                 "the connector is no longer configured".into(),
             ));
-        };
-        let Some(handler) = connector.webhooks() else {
+        }
+        let Some(handler) = self.engine.webhooks(&row.connector) else {
             return Err((
                 InboxStatus::Done,
                 "the connector no longer takes webhooks".into(),
@@ -693,6 +805,46 @@ impl Processor {
             "webhook inbox: loaded the ref map"
         );
         Ok(map)
+    }
+}
+
+/// Pushes one channel's queue ([`Engine::push_queued`]); SKUs the channel must be read
+/// again for (compare-and-set refusals, created listings) get a pass of their own, which
+/// queues their corrections afresh, and are pushed again: three rounds at most, the rest
+/// is left to the next pass or the full reconcile.
+async fn push_channel(engine: &Engine, channel: &str) {
+    for _ in 0..3 {
+        let pushed = match engine.push_queued(channel).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(
+                    channel,
+                    error = format!("{e:#}"),
+                    "pushing queued corrections failed; they stay queued"
+                );
+                return;
+            }
+        };
+        if pushed.reread.is_empty() {
+            return;
+        }
+        let scope = Scope {
+            named_by: Some(BTreeMap::from([(
+                channel.to_string(),
+                pushed.reread.iter().cloned().collect(),
+            )])),
+            skus: Some(pushed.reread),
+            enqueue_only: true,
+            ..Scope::default()
+        };
+        if let Err(e) = engine.reconcile(&scope).await {
+            tracing::error!(
+                channel,
+                error = format!("{e:#}"),
+                "re-reading refused writes failed"
+            );
+            return;
+        }
     }
 }
 

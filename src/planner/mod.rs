@@ -143,6 +143,10 @@ pub struct PrevState {
     pub in_sync: bool,
     /// The cause recorded for an open difference.
     pub cause: Option<Cause>,
+    /// A write of `desired` was accepted by the API and taken as shown, but no read of the
+    /// channel has confirmed it yet (a webhook pass reads it back later). A read that finds
+    /// the channel different calls it `write_no_op`, not `channel_edit`.
+    pub unverified: bool,
 }
 
 /// The conclusion of this pass about one value.
@@ -449,11 +453,15 @@ pub fn plan_channel(
 
 /// Three-way classification of an open difference: desired now vs desired before (did the
 /// source move?), and whether the channel agreed before (did the channel move?). Otherwise
-/// keep what the outbox learned (a failed or no-op write). Unknown on first sight.
+/// keep what the outbox learned (a failed or no-op write). A value that was in sync only
+/// because an accepted write was taken as shown did not take: `write_no_op`. Unknown on
+/// first sight.
 fn cause_for(prev: Option<&PrevState>, desired: &str) -> Option<Cause> {
     let prev = prev?;
     if prev.desired != desired {
         Some(Cause::SourceChanged)
+    } else if prev.in_sync && prev.unverified {
+        Some(Cause::WriteNoOp)
     } else if prev.in_sync {
         Some(Cause::ChannelEdit)
     } else {
@@ -465,29 +473,35 @@ fn cause_for(prev: Option<&PrevState>, desired: &str) -> Option<Cause> {
 /// tests and by the dry run's "after" preview.
 pub fn apply(observed: &mut HashMap<String, Observed>, corrections: &[Planned]) {
     for c in corrections {
-        match &c.change {
-            Change::Create { offer, stock, .. } => {
-                observed.insert(
-                    c.key.sku.clone(),
-                    Observed {
-                        external_id: c.key.sku.clone(),
-                        refs: BTreeMap::new(),
-                        offer: Some(*offer),
-                        stock: stock.clone(),
-                    },
-                );
+        apply_change(observed, &c.key.sku, &c.change);
+    }
+}
+
+/// Applies one change to `sku`'s listing as an API that honours it would (a created
+/// listing gets the SKU as its id). A webhook pass takes accepted writes as shown this way.
+pub fn apply_change(observed: &mut HashMap<String, Observed>, sku: &str, change: &Change) {
+    match change {
+        Change::Create { offer, stock, .. } => {
+            observed.insert(
+                sku.to_string(),
+                Observed {
+                    external_id: sku.to_string(),
+                    refs: BTreeMap::new(),
+                    offer: Some(*offer),
+                    stock: stock.clone(),
+                },
+            );
+        }
+        Change::Offer { offer } => {
+            if let Some(o) = observed.get_mut(sku) {
+                o.offer = Some(*offer);
             }
-            Change::Offer { offer } => {
-                if let Some(o) = observed.get_mut(&c.key.sku) {
-                    o.offer = Some(*offer);
-                }
-            }
-            Change::Stock {
-                location, quantity, ..
-            } => {
-                if let Some(o) = observed.get_mut(&c.key.sku) {
-                    o.stock.insert(location.clone(), *quantity);
-                }
+        }
+        Change::Stock {
+            location, quantity, ..
+        } => {
+            if let Some(o) = observed.get_mut(sku) {
+                o.stock.insert(location.clone(), *quantity);
             }
         }
     }
@@ -503,6 +517,7 @@ pub fn as_prev(rows: &[TargetRow]) -> HashMap<StateKey, PrevState> {
                     desired: r.desired.clone(),
                     in_sync: r.in_sync,
                     cause: r.cause,
+                    unverified: false,
                 },
             )
         })

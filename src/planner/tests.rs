@@ -186,6 +186,24 @@ fn classifies_channel_edit_and_source_change() {
     assert_eq!(offer_row.cause, Some(Cause::ChannelEdit));
     assert_eq!(offer_row.observed.as_deref(), Some("9990 NOK"));
 
+    // The same read after a write that was taken as shown without a read-back: the write
+    // did not take.
+    let unverified: HashMap<StateKey, PrevState> = prev
+        .iter()
+        .map(|(k, p)| {
+            let mut p = p.clone();
+            p.unverified = k.field == Field::Offer;
+            (k.clone(), p)
+        })
+        .collect();
+    let plan = plan_channel(&spec, &c, &items, &edited, &unverified);
+    let offer_row = plan
+        .rows
+        .iter()
+        .find(|r| r.key.field == Field::Offer)
+        .unwrap();
+    assert_eq!(offer_row.cause, Some(Cause::WriteNoOp));
+
     // The store sells units: the source moved, the channel did not.
     let moved = vec![item("A", 10000, 1, 10)];
     let plan = plan_channel(&spec, &c, &moved, &in_sync, &prev);

@@ -11,6 +11,7 @@ use omnisync::daemon::Daemon;
 use omnisync::demo::World;
 use omnisync::engine::{Engine, Scope};
 use omnisync::store::Store;
+use omnisync_sdk::sim::delivery::WebhookAdmin;
 use time::OffsetDateTime;
 
 /// The running pieces.
@@ -21,8 +22,21 @@ pub struct Live {
     _dir: tempfile::TempDir,
 }
 
-/// Starts it all with `skus` items.
-pub async fn live(skus: usize) -> Live {
+/// The simulators and an engine over them, after a baseline pass (no daemon).
+pub struct Bench {
+    pub world: World,
+    pub engine: Arc<Engine>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the simulators with `skus` items in sync and runs the baseline pass.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use this
+pub async fn engine(skus: usize) -> Bench {
+    engine_with(skus, |toml| toml).await
+}
+
+/// Like [`engine`], with the generated config edited first.
+pub async fn engine_with(skus: usize, edit: impl FnOnce(String) -> String) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let world = World::start(0).await.unwrap();
     let database = format!("sqlite://{}", dir.path().join("omnisync.db").display());
@@ -34,12 +48,23 @@ pub async fn live(skus: usize) -> Live {
         .unwrap()
         .replace("\"*/5 * * * *\"", "\"0 0 1 1 *\"")
         .replace("\"*/10 * * * *\"", "\"0 0 1 1 *\"");
-    std::fs::write(&path, toml).unwrap();
+    std::fs::write(&path, edit(toml)).unwrap();
     let config = Config::load(&path).unwrap();
     world.seed_in_sync(&config, skus, now).unwrap();
     let engine = Arc::new(Engine::new(config, Store::open(&database).await.unwrap()).unwrap());
     let baseline = engine.reconcile(&Scope::default()).await.unwrap();
     assert!(baseline.converged(), "{}", baseline.table());
+    Bench { world, engine, dir }
+}
+
+/// Starts it all with `skus` items.
+pub async fn live(skus: usize) -> Live {
+    live_with(skus, |toml| toml).await
+}
+
+/// Like [`live`], with the generated config edited first.
+pub async fn live_with(skus: usize, edit: impl FnOnce(String) -> String) -> Live {
+    let Bench { world, engine, dir } = engine_with(skus, edit).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daemon = omnisync::daemon::start(engine.clone(), listener).unwrap();
     let url = format!("http://{}/webhooks/webshop", daemon.local_addr());
