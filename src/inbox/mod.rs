@@ -461,11 +461,14 @@ impl Processor {
                         _ = stop.cancelled() => break,
                         _ = kick.notified() => {}
                     }
-                    // The channel's window: corrections queued meanwhile go in the same call.
-                    if !window.is_zero() {
+                    // The channel's window, or longer when its API's reported usage asks
+                    // for it: corrections queued meanwhile go in the same call.
+                    let paced = engine.connector(&id).and_then(|c| c.pacing());
+                    let wait = paced.map_or(window, |p| p.max(window));
+                    if !wait.is_zero() {
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(window) => {}
+                            _ = tokio::time::sleep(wait) => {}
                         }
                     }
                     push_channel(&engine, &id).await;

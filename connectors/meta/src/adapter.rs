@@ -14,10 +14,14 @@
 //!   `ids_of_invalid_requests` onto per-item outcomes.
 //! - Every call carries the token as `Authorization: Bearer` (never in a URL), waits for the
 //!   request budget, and maps failures through [`ErrorPolicy`].
+//! - Every answer's `X-Business-Use-Case-Usage` is kept per use case ([`Pacer`]), and
+//!   [`Connector::pacing`] tells the pusher how long to gather before its next call so the
+//!   hourly `items_batch` budget is not used up (`pacing_from_percent`,
+//!   `pacing_max_window_ms`); crossing into pacing is logged once at `warn`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -36,8 +40,8 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 
 use crate::graph::{
-    BatchStatus, BatchStatusAnswer, EdgePage, ErrorPolicy, GraphErrorBody, ItemsBatchAnswer,
-    ProductItem, id_string, parse_buc,
+    BatchStatus, BatchStatusAnswer, BucReading, Crossing, EdgePage, ErrorPolicy, GraphErrorBody,
+    ItemsBatchAnswer, Pacer, PacingPolicy, ProductItem, id_string, parse_buc,
 };
 use crate::price::{format_price, parse_price};
 use crate::settings::Settings;
@@ -72,6 +76,7 @@ pub struct MetaConnector {
     catalog_url: String,
     policy: ErrorPolicy,
     webhooks: Option<MetaWebhooks>,
+    pacer: Pacer,
 }
 
 impl fmt::Debug for MetaConnector {
@@ -129,6 +134,10 @@ pub fn connect(settings: Settings) -> Result<MetaConnector, ConnectorError> {
     let policy = ErrorPolicy {
         throttle_codes: settings.throttle_codes.clone(),
     };
+    let pacer = Pacer::new(PacingPolicy {
+        from_percent: f64::from(settings.pacing_from_percent),
+        max_window: Duration::from_millis(settings.pacing_max_window_ms),
+    });
     Ok(MetaConnector {
         settings,
         http,
@@ -137,6 +146,7 @@ pub fn connect(settings: Settings) -> Result<MetaConnector, ConnectorError> {
         catalog_url,
         policy,
         webhooks,
+        pacer,
     })
 }
 
@@ -157,6 +167,66 @@ impl MetaConnector {
         &self.settings
     }
 
+    /// The latest Business Use Case usage seen on any answer, one reading per use case
+    /// (ordered by use case); empty before the first answer that carried the header.
+    pub fn usage(&self) -> Vec<BucReading> {
+        self.pacer.readings()
+    }
+
+    /// [`Connector::pacing`] as of `now` (which is what `pacing` asks with
+    /// [`Instant::now`]): the longest wait any use case's latest reading asks for, less the
+    /// time since that reading was seen. Asked at a reading's [`BucReading::seen`] it gives
+    /// the whole wait.
+    pub fn pacing_at(&self, now: Instant) -> Option<Duration> {
+        self.pacer.pacing_at(now)
+    }
+
+    /// Remembers the usage an answer reported, and logs it.
+    fn note_usage(&self, operation: &str, headers: &HeaderMap) {
+        let usage = parse_buc(headers);
+        if usage.is_empty() {
+            return;
+        }
+        for crossing in self.pacer.note(&usage, Instant::now()) {
+            let from_percent = self.settings.pacing_from_percent;
+            match crossing {
+                Crossing::Started {
+                    kind,
+                    percent,
+                    wait,
+                } => tracing::warn!(
+                    operation,
+                    use_case = %kind,
+                    percent,
+                    from_percent,
+                    wait_ms = wait.as_millis() as u64,
+                    "Meta usage is past the pacing threshold: pushes are spaced out to keep \
+                     within the budget."
+                ),
+                Crossing::Ended { kind, percent } => tracing::info!(
+                    operation,
+                    use_case = %kind,
+                    percent,
+                    from_percent,
+                    "Meta usage is back under the pacing threshold: pushes are no longer \
+                     spaced out."
+                ),
+            }
+        }
+        if let Some(top) = usage.iter().max_by(|a, b| a.usage().total_cmp(&b.usage())) {
+            if top.usage() >= BUC_WARN_PERCENT {
+                tracing::warn!(
+                    operation,
+                    use_case = %top.kind,
+                    percent = top.usage(),
+                    "Meta Business Use Case usage is close to its limit."
+                );
+            } else {
+                tracing::debug!(operation, use_case = %top.kind, percent = top.usage(), "Meta usage.");
+            }
+        }
+    }
+
     /// Sends one Graph call and decodes a success body as `T`.
     async fn call<T: DeserializeOwned>(
         &self,
@@ -169,7 +239,7 @@ impl MetaConnector {
         }
         // Graph's error bodies and headers are read here, whatever the status.
         let (status, headers, body) = self.http.send_raw(operation, request).await?;
-        note_usage(operation, &headers);
+        self.note_usage(operation, &headers);
         if !status.is_success() {
             return Err(self
                 .policy
@@ -711,22 +781,6 @@ fn parse_graph_time(text: &str) -> Option<OffsetDateTime> {
         })
 }
 
-fn note_usage(operation: &str, headers: &HeaderMap) {
-    let usage = parse_buc(headers);
-    if let Some(top) = usage.iter().max_by(|a, b| a.usage().total_cmp(&b.usage())) {
-        if top.usage() >= BUC_WARN_PERCENT {
-            tracing::warn!(
-                operation,
-                use_case = %top.kind,
-                percent = top.usage(),
-                "Meta Business Use Case usage is close to its limit."
-            );
-        } else {
-            tracing::debug!(operation, use_case = %top.kind, percent = top.usage(), "Meta usage.");
-        }
-    }
-}
-
 #[async_trait]
 impl Connector for MetaConnector {
     fn kind(&self) -> &'static str {
@@ -848,6 +902,14 @@ impl Connector for MetaConnector {
                 })
             })
             .collect())
+    }
+
+    /// From the latest `X-Business-Use-Case-Usage` of each use case: `None` up to
+    /// `pacing_from_percent`, then growing linearly to `pacing_max_window_ms` at 100 %, or
+    /// the time to regain access when longer; counted from the answer that carried it, so an
+    /// old reading paces no more once its wait has passed.
+    fn pacing(&self) -> Option<Duration> {
+        self.pacing_at(Instant::now())
     }
 
     fn webhooks(&self) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {

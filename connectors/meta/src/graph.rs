@@ -8,8 +8,18 @@
 //! `X-Business-Use-Case-Usage` header (`estimated_time_to_regain_access`, in minutes).
 //! Bodies that are not a Graph error (a proxy's 502, an injected fault) fall back to the
 //! SDK's status mapping.
+//!
+//! **Pacing.** The same header, read on every answer, paces pushes: [`Pacer`] keeps the
+//! latest reading per use case and [`PacingPolicy::window`] turns it into the wait before the
+//! next call — none below `pacing_from_percent`, then growing linearly to
+//! `pacing_max_window_ms` at 100 %, or the time to regain access when that is longer. The
+//! wait counts from the answer that carried the reading, so a reading stops pacing once its
+//! wait has passed: an old reading never holds pushes back (the next call brings a fresh
+//! one).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use omnisync_sdk::http::{quote, retry_after, status_error};
 use omnisync_sdk::{ConnectorError, ErrorKind};
@@ -191,6 +201,161 @@ pub fn regain_after(entries: &[BucEntry]) -> Option<Duration> {
         .filter(|m| m.is_finite() && *m > 0.0)
         .fold(0.0_f64, f64::max);
     (minutes > 0.0).then(|| Duration::from_secs_f64(minutes.min(24.0 * 60.0) * 60.0))
+}
+
+/// The longest wait taken from `estimated_time_to_regain_access` (a day).
+const MAX_REGAIN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What the connector last saw of one Business Use Case in `X-Business-Use-Case-Usage`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucReading {
+    /// The business use case (`type`), e.g. `catalog_batch` or `catalog_management`.
+    pub kind: String,
+    /// Its usage in percent: the highest [`BucEntry::usage`] of the use case in that answer.
+    pub percent: f64,
+    /// Its `estimated_time_to_regain_access`, when positive.
+    pub regain: Option<Duration>,
+    /// When the answer that carried it arrived.
+    pub seen: Instant,
+}
+
+/// When pushes are paced and how far: from [`crate::Settings::pacing_from_percent`] up to
+/// [`crate::Settings::pacing_max_window_ms`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PacingPolicy {
+    /// The usage (percent) from which calls are spaced out.
+    pub from_percent: f64,
+    /// The space between calls at 100 % usage.
+    pub max_window: Duration,
+}
+
+impl PacingPolicy {
+    /// The wait before the next call that a use case at `percent`, with `regain` left before
+    /// access comes back, asks for, counted from when it was reported: `None` at or below
+    /// [`PacingPolicy::from_percent`], then growing linearly from 0 to
+    /// [`PacingPolicy::max_window`] at 100 % (and staying there above), or `regain` when that
+    /// is longer. A usage that is not a number counts as none.
+    pub fn window(&self, percent: f64, regain: Option<Duration>) -> Option<Duration> {
+        let percent = if percent.is_finite() { percent } else { 0.0 };
+        let share = if self.from_percent >= 100.0 {
+            if percent >= 100.0 { 1.0 } else { 0.0 }
+        } else {
+            ((percent - self.from_percent) / (100.0 - self.from_percent)).clamp(0.0, 1.0)
+        };
+        let linear = self.max_window.mul_f64(share);
+        let wait = linear.max(regain.unwrap_or_default().min(MAX_REGAIN));
+        (!wait.is_zero()).then_some(wait)
+    }
+}
+
+/// A use case crossing [`PacingPolicy::from_percent`], as one answer reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Crossing {
+    /// It was under (or unknown) and now asks for pacing.
+    Started {
+        /// The use case.
+        kind: String,
+        /// Its usage now.
+        percent: f64,
+        /// The wait it asks for.
+        wait: Duration,
+    },
+    /// It asked for pacing and is now under.
+    Ended {
+        /// The use case.
+        kind: String,
+        /// Its usage now.
+        percent: f64,
+    },
+}
+
+/// The latest usage seen per Business Use Case, and the wait it asks for.
+///
+/// Kept per use case because one push spends two of them: `items_batch` reports
+/// `catalog_batch` and the status polls right after it report `catalog_management`, whose
+/// low usage must not hide the batch budget running out.
+#[derive(Debug)]
+pub struct Pacer {
+    policy: PacingPolicy,
+    readings: Mutex<HashMap<String, BucReading>>,
+}
+
+impl Pacer {
+    /// A pacer with no readings.
+    pub fn new(policy: PacingPolicy) -> Self {
+        Pacer {
+            policy,
+            readings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BucReading>> {
+        self.readings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the usage of one answer, arrived at `now`: each use case it names replaces that
+    /// use case's reading. Returns the use cases that crossed into or out of pacing.
+    pub fn note(&self, entries: &[BucEntry], now: Instant) -> Vec<Crossing> {
+        let mut fresh: HashMap<&str, (f64, Option<Duration>)> = HashMap::new();
+        for entry in entries {
+            let percent = Some(entry.usage()).filter(|p| p.is_finite()).unwrap_or(0.0);
+            let regain = regain_after(std::slice::from_ref(entry));
+            let slot = fresh
+                .entry(entry.kind.as_str())
+                .or_insert((percent, regain));
+            slot.0 = slot.0.max(percent);
+            slot.1 = slot.1.max(regain);
+        }
+        let mut crossings = Vec::new();
+        let mut readings = self.lock();
+        for (kind, (percent, regain)) in fresh {
+            let was = readings
+                .get(kind)
+                .is_some_and(|r| self.policy.window(r.percent, r.regain).is_some());
+            match (was, self.policy.window(percent, regain)) {
+                (false, Some(wait)) => crossings.push(Crossing::Started {
+                    kind: kind.to_string(),
+                    percent,
+                    wait,
+                }),
+                (true, None) => crossings.push(Crossing::Ended {
+                    kind: kind.to_string(),
+                    percent,
+                }),
+                _ => {}
+            }
+            readings.insert(
+                kind.to_string(),
+                BucReading {
+                    kind: kind.to_string(),
+                    percent,
+                    regain,
+                    seen: now,
+                },
+            );
+        }
+        crossings
+    }
+
+    /// The wait left at `now` before the next call: the longest any use case's reading asks
+    /// for, less the time since it was seen; `None` when none asks for more.
+    pub fn pacing_at(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .values()
+            .filter_map(|r| {
+                let wait = self.policy.window(r.percent, r.regain)?;
+                wait.checked_sub(now.saturating_duration_since(r.seen))
+            })
+            .filter(|left| !left.is_zero())
+            .max()
+    }
+
+    /// The latest reading of each use case, by use case.
+    pub fn readings(&self) -> Vec<BucReading> {
+        let mut all: Vec<BucReading> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.kind.cmp(&b.kind));
+        all
+    }
 }
 
 /// `data` + `paging` of an edge.
@@ -459,6 +624,121 @@ mod tests {
             b"<html>nope</html>",
         );
         assert_eq!(e.kind, ErrorKind::Auth);
+    }
+
+    fn policy_50_60s() -> PacingPolicy {
+        PacingPolicy {
+            from_percent: 50.0,
+            max_window: Duration::from_secs(60),
+        }
+    }
+
+    fn entry(kind: &str, call_count: f64, regain_minutes: f64) -> BucEntry {
+        BucEntry {
+            kind: kind.into(),
+            call_count,
+            estimated_time_to_regain_access: regain_minutes,
+            ..BucEntry::default()
+        }
+    }
+
+    #[test]
+    fn the_pacing_window_grows_linearly_from_the_threshold() {
+        let p = policy_50_60s();
+        let secs = |pct: f64| p.window(pct, None).map(|d| d.as_secs_f64());
+        assert_eq!(secs(0.0), None);
+        assert_eq!(secs(49.9), None);
+        assert_eq!(secs(50.0), None);
+        assert!((secs(75.0).unwrap() - 30.0).abs() < 1e-6);
+        assert!((secs(95.0).unwrap() - 54.0).abs() < 1e-6);
+        assert!((secs(100.0).unwrap() - 60.0).abs() < 1e-6);
+        assert!((secs(180.0).unwrap() - 60.0).abs() < 1e-6);
+        assert_eq!(secs(f64::NAN), None);
+        assert_eq!(secs(-5.0), None);
+        // The regain time wins when it is longer, whatever the usage.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(p.window(100.0, Some(hour)), Some(hour));
+        assert_eq!(p.window(10.0, Some(hour)), Some(hour));
+        let short = Duration::from_secs(5);
+        assert_eq!(p.window(100.0, Some(short)), Some(Duration::from_secs(60)));
+        // 100: only a used-up budget paces; 0: any usage does; no window: only regain.
+        let at_100 = PacingPolicy {
+            from_percent: 100.0,
+            ..p
+        };
+        assert_eq!(at_100.window(99.0, None), None);
+        assert_eq!(at_100.window(100.0, None), Some(Duration::from_secs(60)));
+        let at_0 = PacingPolicy {
+            from_percent: 0.0,
+            ..p
+        };
+        assert_eq!(at_0.window(50.0, None), Some(Duration::from_secs(30)));
+        let no_window = PacingPolicy {
+            max_window: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(no_window.window(100.0, None), None);
+        assert_eq!(no_window.window(100.0, Some(hour)), Some(hour));
+    }
+
+    #[test]
+    fn the_pacer_counts_down_from_each_reading_and_keeps_use_cases_apart() {
+        let pacer = Pacer::new(policy_50_60s());
+        let t0 = Instant::now();
+        assert_eq!(pacer.pacing_at(t0), None);
+        // Batch at 75 %: 30 s from when it was seen.
+        let crossed = pacer.note(&[entry("catalog_batch", 75.0, 0.0)], t0);
+        assert!(
+            matches!(&crossed[..], [Crossing::Started { kind, .. }] if kind == "catalog_batch")
+        );
+        assert_eq!(pacer.pacing_at(t0), Some(Duration::from_secs(30)));
+        // A status poll reports management usage: it does not hide the batch reading.
+        let t1 = t0 + Duration::from_secs(10);
+        let crossed = pacer.note(&[entry("catalog_management", 1.0, 0.0)], t1);
+        assert!(crossed.is_empty());
+        assert_eq!(pacer.pacing_at(t1), Some(Duration::from_secs(20)));
+        // Once its wait has passed, an old reading asks for nothing.
+        assert_eq!(pacer.pacing_at(t0 + Duration::from_secs(30)), None);
+        assert_eq!(pacer.pacing_at(t0 + Duration::from_secs(3600)), None);
+        // Still over: no second crossing; the wait follows the new reading.
+        let t2 = t0 + Duration::from_secs(40);
+        assert!(
+            pacer
+                .note(&[entry("catalog_batch", 90.0, 0.0)], t2)
+                .is_empty()
+        );
+        let left = pacer.pacing_at(t2).unwrap().as_secs_f64();
+        assert!((left - 48.0).abs() < 1e-6, "{left}");
+        // A fresh reading under the threshold ends it.
+        let t3 = t2 + Duration::from_secs(1);
+        let crossed = pacer.note(&[entry("catalog_batch", 20.0, 0.0)], t3);
+        assert!(matches!(&crossed[..], [Crossing::Ended { kind, .. }] if kind == "catalog_batch"));
+        assert_eq!(pacer.pacing_at(t3), None);
+        // Used up: the regain time, counted from the answer.
+        let t4 = t3 + Duration::from_secs(1);
+        pacer.note(&[entry("catalog_batch", 100.0, 30.0)], t4);
+        assert_eq!(pacer.pacing_at(t4), Some(Duration::from_secs(1800)));
+        assert_eq!(
+            pacer.pacing_at(t4 + Duration::from_secs(600)),
+            Some(Duration::from_secs(1200))
+        );
+        assert_eq!(pacer.pacing_at(t4 + Duration::from_secs(1800)), None);
+        // The highest entry of a use case in one answer counts.
+        let t5 = t4 + Duration::from_secs(1);
+        pacer.note(
+            &[
+                entry("catalog_batch", 60.0, 0.0),
+                entry("catalog_batch", 80.0, 0.0),
+            ],
+            t5,
+        );
+        let batch = pacer
+            .readings()
+            .into_iter()
+            .find(|r| r.kind == "catalog_batch")
+            .unwrap();
+        assert_eq!((batch.percent, batch.regain, batch.seen), (80.0, None, t5));
+        assert_eq!(pacer.readings().len(), 2);
     }
 
     #[test]

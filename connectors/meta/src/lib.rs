@@ -23,11 +23,11 @@ pub mod sim;
 pub mod webhook;
 
 pub use adapter::{IN_STOCK, MetaConnector, OUT_OF_STOCK, PRODUCT_FIELDS, REF_PRODUCT_ID, connect};
-pub use graph::{BUC_HEADER, BucEntry, GraphError, GraphErrorBody};
+pub use graph::{BUC_HEADER, BucEntry, BucReading, GraphError, GraphErrorBody};
 pub use price::{PriceError, format_price, parse_price, parse_write_format};
 pub use settings::{
-    CreateMethod, DEFAULT_BASE_URL, DEFAULT_GRAPH_VERSION, MAX_BATCH_LIMIT, Settings,
-    default_throttle_codes,
+    CreateMethod, DEFAULT_BASE_URL, DEFAULT_GRAPH_VERSION, MAX_BATCH_LIMIT, MAX_PACING_WINDOW_MS,
+    Settings, default_throttle_codes,
 };
 
 /// The connector kind, as named in the daemon's config.

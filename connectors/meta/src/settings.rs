@@ -113,6 +113,20 @@ pub struct Settings {
     /// management as 80009; which of the others can reach a catalog is unconfirmed).
     #[serde(default = "default_throttle_codes")]
     pub throttle_codes: Vec<i64>,
+    /// The Business Use Case usage (percent, as Meta reports it in
+    /// `X-Business-Use-Case-Usage`) from which pushes are paced: from here to 100 % the
+    /// connector asks the pusher to gather corrections for longer before its next call,
+    /// growing linearly from 0 to [`Settings::pacing_max_window_ms`], so the hourly
+    /// `items_batch` budget is not used up. 0–100; 100 paces only once the budget is used
+    /// up. Default 50.
+    #[serde(default = "default_pacing_from_percent")]
+    pub pacing_from_percent: u32,
+    /// The longest wait between two calls that pacing asks for below 100 % usage, in
+    /// milliseconds (at most 3,600,000). From 100 % usage, or while Meta reports an
+    /// `estimated_time_to_regain_access`, the wait is that time when it is longer. 0 paces
+    /// only by the regain time. Default 120000 (at 60000 a cold start at a steady 100 changes/s can touch 100 % once).
+    #[serde(default = "default_pacing_max_window_ms")]
+    pub pacing_max_window_ms: u64,
     /// Total timeout of one HTTP request, in seconds.
     #[serde(default = "default_timeout_secs")]
     pub request_timeout_secs: u64,
@@ -150,6 +164,8 @@ pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_GRAPH_VERSION: &str = "v25.0";
 /// Meta's hard limit of requests in one `items_batch` call.
 pub const MAX_BATCH_LIMIT: usize = 5000;
+/// The largest [`Settings::pacing_max_window_ms`] accepted (one hour, Meta's usage window).
+pub const MAX_PACING_WINDOW_MS: u64 = 3_600_000;
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_string()
@@ -196,6 +212,12 @@ pub fn default_throttle_codes() -> Vec<i64> {
     codes.extend(80000..=80014);
     codes
 }
+fn default_pacing_from_percent() -> u32 {
+    50
+}
+fn default_pacing_max_window_ms() -> u64 {
+    120_000
+}
 fn default_timeout_secs() -> u64 {
     30
 }
@@ -229,6 +251,8 @@ impl Settings {
             batch_poll_interval_ms: default_poll_interval_ms(),
             batch_poll_timeout_secs: default_poll_timeout_secs(),
             throttle_codes: default_throttle_codes(),
+            pacing_from_percent: default_pacing_from_percent(),
+            pacing_max_window_ms: default_pacing_max_window_ms(),
             request_timeout_secs: default_timeout_secs(),
             requests_per_second: default_requests_per_second(),
             burst: default_burst(),
@@ -267,6 +291,18 @@ impl Settings {
             return Err(format!(
                 "batch_size {} must be between 1 and {MAX_BATCH_LIMIT} (Meta's items_batch limit)",
                 self.batch_size
+            ));
+        }
+        if self.pacing_from_percent > 100 {
+            return Err(format!(
+                "pacing_from_percent {} must be between 0 and 100 (a usage percentage)",
+                self.pacing_from_percent
+            ));
+        }
+        if self.pacing_max_window_ms > MAX_PACING_WINDOW_MS {
+            return Err(format!(
+                "pacing_max_window_ms {} must be at most {MAX_PACING_WINDOW_MS} (one hour)",
+                self.pacing_max_window_ms
             ));
         }
         if self.request_timeout_secs == 0 {
@@ -313,6 +349,8 @@ mod tests {
         assert!(s.app_secret.is_none() && s.webhook_verify_token.is_none());
         assert_eq!(s.webhook_product_field, "product_items");
         assert_eq!(s.webhook_order_field, "orders");
+        assert_eq!(s.pacing_from_percent, 50);
+        assert_eq!(s.pacing_max_window_ms, 120_000);
         assert!(s.validate().is_ok());
     }
 
@@ -359,5 +397,38 @@ mod tests {
         s.graph_version = "v25.0".into();
         s.webhook_order_field = s.webhook_product_field.clone();
         assert!(s.validate().unwrap_err().contains("must differ"));
+    }
+
+    #[test]
+    fn refuses_pacing_out_of_range() {
+        let mut s = Settings::new("123", "literal:x".parse().unwrap());
+        s.pacing_from_percent = 101;
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.contains("pacing_from_percent 101") && e.contains("0 and 100"),
+            "{e}"
+        );
+        s.pacing_from_percent = 100;
+        assert!(s.validate().is_ok());
+        s.pacing_from_percent = 0;
+        s.pacing_max_window_ms = 3_600_001;
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.contains("pacing_max_window_ms 3600001") && e.contains("3600000"),
+            "{e}"
+        );
+        s.pacing_max_window_ms = 0;
+        assert!(s.validate().is_ok());
+        let r = serde_json::from_value::<Settings>(serde_json::json!({
+            "catalog_id": "123",
+            "access_token": "env:T",
+            "pacing_from_percent": 75,
+            "pacing_max_window_ms": 120000,
+        }))
+        .unwrap();
+        assert_eq!(
+            (r.pacing_from_percent, r.pacing_max_window_ms),
+            (75, 120_000)
+        );
     }
 }

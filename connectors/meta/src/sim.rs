@@ -27,7 +27,11 @@
 //! Rate limits are Business Use Case windows: `catalog_batch` (items_batch) and
 //! `catalog_management` (everything else), reported on every answer in
 //! `X-Business-Use-Case-Usage` and, once used up, answered with code 80014 / 80009 and
-//! `estimated_time_to_regain_access` (minutes).
+//! `estimated_time_to_regain_access` (minutes). The windows roll, as Meta's do: a call
+//! counts against its use case for [`SimOptions::buc_window`] after it was admitted, so the
+//! usage reported is the share of the budget spent in the last window, and access comes back
+//! when the oldest counted call leaves it. [`Simulator::advance_usage_clock`] moves the
+//! windows' clock forward, for tests that cannot wait an hour.
 //!
 //! Read prices are formatted for display ([`PriceFormat`]) with a `currency` field, as the
 //! real products edge does; the admin API ([`SimControl`]) speaks the catalog currency and
@@ -55,7 +59,7 @@
 //! `GET /__sim/webhooks/stats` ([`WebhookStats`]) and `POST /__sim/orders`
 //! (`{"sku": "…", "quantity": 1}` → [`Simulator::sell`]; 409 when it cannot be sold).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +142,8 @@ pub struct SimOptions {
     pub max_sample_errors: usize,
     /// Display format of read prices.
     pub price_format: PriceFormat,
-    /// The Business Use Case window.
+    /// The Business Use Case window: a call counts against its use case for this long after
+    /// it was admitted (a rolling window, as Meta's). Default one hour.
     pub buc_window: Duration,
     /// `items_batch` calls allowed per window (`catalog_batch`; Meta's formula with one
     /// unique user gives 200 per hour — unconfirmed).
@@ -250,10 +255,41 @@ impl UseCase {
     }
 }
 
-#[derive(Debug)]
+/// The calls one use case admitted within the last [`SimOptions::buc_window`], oldest first.
+#[derive(Debug, Default)]
 struct Window {
-    started: Instant,
-    calls: u64,
+    calls: VecDeque<Instant>,
+}
+
+impl Window {
+    /// Forgets the calls that have left the window (`span` long) at `now`.
+    fn roll(&mut self, now: Instant, span: Duration) {
+        while self
+            .calls
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= span)
+        {
+            self.calls.pop_front();
+        }
+    }
+
+    /// Calls counted in the window.
+    fn count(&self) -> u64 {
+        self.calls.len() as u64
+    }
+
+    /// How long after `now` the window has room again under `limit`; `None` while it has.
+    fn regain(&self, now: Instant, span: Duration, limit: u64) -> Option<Duration> {
+        if self.count() < limit {
+            return None;
+        }
+        // Room comes back when the call that puts the window at its limit leaves it.
+        let index = usize::try_from(self.count() - limit).unwrap_or(usize::MAX);
+        Some(match self.calls.get(index) {
+            Some(&at) => (at + span).saturating_duration_since(now),
+            None => span,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +332,8 @@ pub struct Simulator {
     state: Mutex<SimState>,
     batch_window: Mutex<Window>,
     management_window: Mutex<Window>,
+    /// How far [`Simulator::advance_usage_clock`] moved the windows' clock.
+    usage_clock: Mutex<Duration>,
     faults: Faults,
     counters: SimCounters,
     traces: AtomicU64,
@@ -337,20 +375,14 @@ type Params = HashMap<String, String>;
 impl Simulator {
     /// A simulator with an empty catalog.
     pub fn new(options: SimOptions) -> Self {
-        let now = Instant::now();
         Simulator {
             state: Mutex::new(SimState {
                 next_id: 100_000_000_000_000,
                 ..SimState::default()
             }),
-            batch_window: Mutex::new(Window {
-                started: now,
-                calls: 0,
-            }),
-            management_window: Mutex::new(Window {
-                started: now,
-                calls: 0,
-            }),
+            batch_window: Mutex::new(Window::default()),
+            management_window: Mutex::new(Window::default()),
+            usage_clock: Mutex::new(Duration::ZERO),
             faults: Faults::default(),
             counters: SimCounters::default(),
             traces: AtomicU64::new(1),
@@ -369,6 +401,22 @@ impl Simulator {
     /// The options it runs with.
     pub fn options(&self) -> &SimOptions {
         &self.options
+    }
+
+    /// Moves the clock of the Business Use Case windows forward by `by`, as if that much time
+    /// had passed for the rate limits: calls leave the rolling window and the time to regain
+    /// access shrinks. Only the rate limits see it (batches, webhooks and the rest keep real
+    /// time). For tests and demos of pacing that cannot wait an hour.
+    pub fn advance_usage_clock(&self, by: Duration) {
+        let mut ahead = self.usage_clock.lock().unwrap_or_else(|p| p.into_inner());
+        *ahead = ahead.saturating_add(by);
+    }
+
+    /// The rate limits' clock: real time plus [`Simulator::advance_usage_clock`].
+    fn usage_now(&self) -> Instant {
+        let ahead = *self.usage_clock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        now.checked_add(ahead).unwrap_or(now)
     }
 
     /// Batches submitted and not yet finished.
@@ -447,14 +495,22 @@ impl Simulator {
         self.graph_error(400, 100, None, message)
     }
 
-    /// The current usage of a use case, in Meta's header shape.
+    /// The current usage of a use case (the share of its budget spent in the last window),
+    /// in Meta's header shape.
     fn usage_header(&self, use_case: UseCase) -> Option<HeaderValue> {
-        let limit = self.limit(use_case).max(1);
+        let limit = self.limit(use_case);
+        let now = self.usage_now();
         let (calls, regain) = {
-            let w = self.window(use_case);
-            (w.calls, self.regain_minutes(&w, limit))
+            let mut w = self.window(use_case);
+            w.roll(now, self.options.buc_window);
+            (w.count(), w.regain(now, self.options.buc_window, limit))
         };
-        let pct = (calls.saturating_mul(100) / limit).min(100);
+        // Whole minutes, rounded up, never 0 while refusing (0 means "not throttled").
+        let regain = regain.map_or(0, |left| left.as_secs().div_ceil(60).max(1));
+        let pct = match limit {
+            0 => 100,
+            _ => (calls.saturating_mul(100) / limit).min(100),
+        };
         let value = json!({
             self.options.business_id.clone(): [{
                 "type": use_case.name(),
@@ -467,23 +523,13 @@ impl Simulator {
         HeaderValue::from_str(&value.to_string()).ok()
     }
 
-    fn regain_minutes(&self, w: &Window, limit: u64) -> u64 {
-        if w.calls < limit {
-            return 0;
-        }
-        let left = self.options.buc_window.saturating_sub(w.started.elapsed());
-        left.as_secs().div_ceil(60).max(1)
-    }
-
-    /// Counts one call against a use case, or refuses it.
+    /// Counts one call against a use case, or refuses it (a refused call is not counted).
     fn admit(&self, use_case: UseCase) -> Result<(), Box<Response>> {
         let limit = self.limit(use_case);
+        let now = self.usage_now();
         let mut w = self.window(use_case);
-        if w.started.elapsed() >= self.options.buc_window {
-            w.started = Instant::now();
-            w.calls = 0;
-        }
-        if w.calls >= limit {
+        w.roll(now, self.options.buc_window);
+        if w.count() >= limit {
             drop(w);
             self.counters.throttled();
             return Err(Box::new(self.graph_error(
@@ -493,7 +539,7 @@ impl Simulator {
                 use_case.message(),
             )));
         }
-        w.calls += 1;
+        w.calls.push_back(now);
         Ok(())
     }
 
@@ -1566,6 +1612,56 @@ mod tests {
         assert!(filter_ids(r#"{"name":{"i_contains":"x"}}"#).is_err());
         assert_eq!(rid_of_cursor(&cursor_of("SKU-ø")).as_deref(), Some("SKU-ø"));
         assert!(rid_of_cursor("zz").is_none());
+    }
+
+    /// The `catalog_batch` entry of the usage header, as (call_count, minutes to regain).
+    fn batch_usage(sim: &Simulator) -> (u64, u64) {
+        let header = sim.usage_header(UseCase::Batch).unwrap();
+        let value: Value = serde_json::from_str(header.to_str().unwrap()).unwrap();
+        let entry = &value["9876543210"][0];
+        assert_eq!(entry["type"], "catalog_batch");
+        (
+            entry["call_count"].as_u64().unwrap(),
+            entry["estimated_time_to_regain_access"].as_u64().unwrap(),
+        )
+    }
+
+    #[test]
+    fn business_use_case_windows_roll() {
+        let sim = Simulator::new(SimOptions {
+            catalog_batch_calls: 4,
+            buc_window: Duration::from_secs(3600),
+            ..SimOptions::default()
+        });
+        assert_eq!(batch_usage(&sim), (0, 0));
+        assert!(sim.admit(UseCase::Batch).is_ok());
+        assert!(sim.admit(UseCase::Batch).is_ok());
+        assert_eq!(batch_usage(&sim), (50, 0));
+        sim.advance_usage_clock(Duration::from_secs(1800));
+        assert!(sim.admit(UseCase::Batch).is_ok());
+        assert!(sim.admit(UseCase::Batch).is_ok());
+        // Used up: access comes back when the two oldest calls leave, in 30 minutes.
+        assert_eq!(batch_usage(&sim), (100, 30));
+        assert!(sim.admit(UseCase::Batch).is_err());
+        sim.advance_usage_clock(Duration::from_secs(1200));
+        assert_eq!(batch_usage(&sim), (100, 10));
+        // An hour after the first calls only they have left: half the budget is still spent
+        // (a fixed window would have started again from nothing).
+        sim.advance_usage_clock(Duration::from_secs(600));
+        assert_eq!(batch_usage(&sim), (50, 0));
+        assert!(sim.admit(UseCase::Batch).is_ok());
+        assert_eq!(batch_usage(&sim), (75, 0));
+        sim.advance_usage_clock(Duration::from_secs(3600));
+        assert_eq!(batch_usage(&sim), (0, 0));
+        // Refused calls do not count; the other use case has its own window.
+        let management: Value = serde_json::from_str(
+            sim.usage_header(UseCase::Management)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(management["9876543210"][0]["call_count"], 0);
     }
 
     #[test]

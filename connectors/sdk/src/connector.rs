@@ -137,6 +137,18 @@ pub trait Connector: Send + Sync {
     /// been applied.
     async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError>;
 
+    /// How long the pusher should gather corrections before its next push call, as the API's
+    /// reported usage asks; `None` when the API has room.
+    ///
+    /// Counted from now: a connector accounts for the time since the usage it bases this on,
+    /// so asking again later gives a shorter wait, and a reading left over from a quiet spell
+    /// asks for none. The caller waits at least this long (and at least its own push window)
+    /// before its next push call. Synchronous and cheap, as it is asked before every push;
+    /// the default (for APIs that report no usage) is always `None`.
+    fn pacing(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The connector's webhook support, if its system sends webhooks.
     fn webhooks(&self) -> Option<&dyn crate::webhook::WebhookHandler> {
         None
