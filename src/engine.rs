@@ -120,6 +120,24 @@ struct Bound {
     orphans: Vec<(String, Option<String>, String)>,
 }
 
+/// One target channel ready to be planned.
+struct Prepared {
+    /// Records read from it in this pass.
+    records_read: u64,
+    /// What it shows, bound to canonical SKUs.
+    bound: Bound,
+    /// The SKUs read now, when a webhook pass took the rest from the store (`None`: all).
+    fresh: Option<HashSet<String>>,
+    /// Its state after the previous pass.
+    prev: HashMap<StateKey, PrevState>,
+}
+
+impl Prepared {
+    fn is_fresh(&self, sku: &str) -> bool {
+        self.fresh.as_ref().is_none_or(|f| f.contains(sku))
+    }
+}
+
 impl Engine {
     /// Builds every configured connector (resolving secrets; no network I/O) and checks
     /// that each can play the roles the config gives it.
@@ -555,7 +573,7 @@ impl Engine {
             .iter()
             .map(|i| (i.sku.clone(), i.stock.values().sum()))
             .collect();
-        let flight = if report.status == "ok" {
+        let mut flight = if report.status == "ok" {
             let (flight, counts) =
                 crate::reservations::in_flight(&self.store, skus, &totals, now, !scope.dry_run)
                     .await?;
@@ -564,6 +582,87 @@ impl Engine {
         } else {
             HashMap::new()
         };
+
+        // What each target showed (read now, or as stored for a webhook pass), with the
+        // state it was planned from before.
+        let mut prepared: HashMap<String, Prepared> = HashMap::new();
+        if report.status == "ok" {
+            for ch in self.channels.iter().filter(|ch| {
+                in_scope(ch) && Self::is_target(ch) && !read_errors.contains_key(&ch.cfg.id)
+            }) {
+                let recs = records.remove(&ch.cfg.id).unwrap_or_default();
+                let records_read = recs.len() as u64;
+                let mut bound = Self::bind(recs, &catalog);
+                let fresh: Option<HashSet<String>> =
+                    rereads.remove(&ch.cfg.id).map(|v| v.into_iter().collect());
+                if let Some(known) = stored.remove(&ch.cfg.id) {
+                    for (sku, obs) in known {
+                        if catalog.contains(sku.as_str()) {
+                            bound.observed.entry(sku).or_insert(obs);
+                        }
+                    }
+                }
+                let t = Instant::now();
+                let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
+                let p = Prepared {
+                    records_read,
+                    bound,
+                    fresh,
+                    prev,
+                };
+                prepared.insert(ch.cfg.id.clone(), p);
+            }
+            // Stock a channel stopped showing on its own is a sale in flight: reserve it
+            // before planning, so every other channel drops in this very pass.
+            let expires = now + self.config.daemon.reservation_timeout_secs as i64 * 1000;
+            let mut sensed = Vec::new();
+            for ch in &self.channels {
+                let Some(p) = prepared.get(&ch.cfg.id) else {
+                    continue;
+                };
+                let ctx = PlanContext {
+                    now: started,
+                    source: &self.config.source_pricing,
+                    fx: &self.config.fx,
+                    promotions: &self.config.promotions,
+                    in_flight: &flight,
+                };
+                let drops = planner::unexplained_drops(
+                    &Self::spec(ch),
+                    &ctx,
+                    &items,
+                    &p.bound.observed,
+                    &p.prev,
+                    |sku| p.is_fresh(sku),
+                );
+                if !drops.is_empty() {
+                    sensed.push((ch.cfg.id.clone(), drops));
+                }
+            }
+            for (channel, drops) in sensed {
+                if !scope.dry_run {
+                    self.store
+                        .reserve_drops(&channel, run_id, &drops, &totals, now, expires)
+                        .await?;
+                }
+                tracing::info!(
+                    channel = %channel,
+                    skus = drops.len(),
+                    units = drops.values().sum::<i64>(),
+                    "stock fell on a channel without a correction: reserved as sales in flight"
+                );
+                for (sku, units) in drops {
+                    *flight
+                        .entry(sku)
+                        .or_default()
+                        .entry(String::new())
+                        .or_default() += units;
+                    report.reservations.open += 1;
+                    report.reservations.from_drops += 1;
+                }
+            }
+        }
         let ctx = PlanContext {
             now: started,
             source: &self.config.source_pricing,
@@ -606,23 +705,17 @@ impl Engine {
                 report.channels.push(cr);
                 continue;
             }
-            let recs = records.remove(&ch.cfg.id).unwrap_or_default();
-            cr.records_read = recs.len() as u64;
-            let mut bound = Self::bind(recs, &catalog);
+            let Some(Prepared {
+                records_read,
+                bound,
+                fresh,
+                prev,
+            }) = prepared.remove(&ch.cfg.id)
+            else {
+                continue;
+            };
+            cr.records_read = records_read;
             // What was read now is saved below; what a webhook pass took from the store is not.
-            let fresh: Option<HashSet<String>> =
-                rereads.remove(&ch.cfg.id).map(|v| v.into_iter().collect());
-            if let Some(known) = stored.remove(&ch.cfg.id) {
-                for (sku, obs) in known {
-                    if catalog.contains(sku.as_str()) {
-                        bound.observed.entry(sku).or_insert(obs);
-                    }
-                }
-            }
-            let t = Instant::now();
-            let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
-            tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
-
             let t = Instant::now();
             let plan = planner::plan_channel(&Self::spec(ch), &ctx, &items, &bound.observed, &prev);
             tracing::debug!(ms = t.elapsed().as_millis() as u64, channel = %ch.cfg.id, "plan");
@@ -997,7 +1090,8 @@ impl Engine {
     /// [`Engine::push_queued`], accepted writes are taken as shown. Corrections queued less
     /// than a second (or the channel's `push_window_ms`) ago are left to the pass or pusher
     /// that queued them. Skips (returning 0) while a pass is running: the pass drains the
-    /// outbox itself; a channel whose pusher is busy is skipped (it pushes what is due).
+    /// outbox itself; a channel whose pusher is busy is skipped (it pushes what is due), and
+    /// so is one whose API asks for pacing ([`Connector::pacing`]: its pusher waits for it).
     /// Compare-and-set refusals are left to the next pass.
     pub async fn drain_due(&self) -> anyhow::Result<u64> {
         const STRAGGLER_MS: u64 = 1000;
@@ -1005,7 +1099,11 @@ impl Engine {
             return Ok(0);
         };
         let mut sent = 0;
-        for ch in self.channels.iter().filter(|c| Self::is_target(c)) {
+        for ch in self
+            .channels
+            .iter()
+            .filter(|c| Self::is_target(c) && c.connector.pacing().is_none())
+        {
             let wait = ch.cfg.push_window_ms.max(STRAGGLER_MS) as i64;
             let claim = outbox::Claim::QueuedBefore(now_ms() - wait);
             sent += self.push_claimed(&ch.cfg.id, claim, false).await?.sent;

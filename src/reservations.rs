@@ -5,6 +5,11 @@
 //! pushed back *up* by units that are in flight — the selling channel already shows the sale.
 //! A reservation is released when the source's available stock for the SKU has fallen by its
 //! units since the reservation was first seen (the sale is booked), or at its time-out.
+//!
+//! A stock drop on a channel that the daemon did not cause (see
+//! [`crate::planner::unexplained_drops`]) is reserved the same way, under an event id that
+//! starts with [`DROP_EVENT`]; when the order behind it arrives later, the order's
+//! reservation takes its units over instead of adding to them.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,6 +51,9 @@ pub struct SoldLine {
     pub quantity: i64,
 }
 
+/// The event id prefix of reservations made for stock drops (`stock-drop:{run id}`).
+pub const DROP_EVENT: &str = "stock-drop:";
+
 /// What a pass did with reservations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReservationCounts {
@@ -55,6 +63,9 @@ pub struct ReservationCounts {
     pub booked: u64,
     /// Released at the time-out.
     pub expired: u64,
+    /// Made by this pass for stock drops the daemon did not cause (also counted in `open`).
+    #[serde(default)]
+    pub from_drops: u64,
 }
 
 fn db<T>(r: Result<T, sqlx::Error>, context: &str) -> Result<T, StoreError> {
@@ -66,33 +77,127 @@ fn db<T>(r: Result<T, sqlx::Error>, context: &str) -> Result<T, StoreError> {
 
 impl Store {
     /// Records sold lines; a line already recorded (same channel, event and line) is ignored,
-    /// so a redelivered order reserves nothing twice. Returns how many were new.
+    /// so a redelivered order reserves nothing twice. A new line takes over the units of open
+    /// stock-drop reservations of its channel and SKU (the drop was this sale, seen before
+    /// its order), with the source's stock they were first seen at. Returns how many were
+    /// new.
     pub async fn reserve(
         &self,
         lines: &[SoldLine],
         now: i64,
         expires_at: i64,
     ) -> Result<u64, StoreError> {
+        const WHAT: &str = "reserving sold units";
         let mut new = 0;
-        let mut tx = db(self.pool().begin().await, "reserving sold units")?;
+        let mut tx = db(self.pool().begin().await, WHAT)?;
         for l in lines.iter().filter(|l| l.quantity > 0) {
+            let seen = db(
+                sqlx::query(
+                    "SELECT 1 FROM reservations WHERE channel = $1 AND event_id = $2 AND line = $3",
+                )
+                .bind(l.channel.as_str())
+                .bind(l.event_id.as_str())
+                .bind(l.line)
+                .fetch_optional(&mut *tx)
+                .await,
+                WHAT,
+            )?;
+            if seen.is_some() {
+                continue;
+            }
+            // The drops this sale explains, oldest first.
+            let drops = db(
+                sqlx::query(
+                    "SELECT id, quantity, source_available FROM reservations \
+                     WHERE channel = $1 AND sku = $2 AND released_at IS NULL \
+                     AND event_id LIKE 'stock-drop:%' ORDER BY id",
+                )
+                .bind(l.channel.as_str())
+                .bind(l.sku.as_str())
+                .fetch_all(&mut *tx)
+                .await,
+                WHAT,
+            )?;
+            let (mut left, mut first_seen) = (l.quantity, None);
+            for d in drops {
+                if left == 0 {
+                    break;
+                }
+                let (id, units): (i64, i64) = (db(d.try_get(0), WHAT)?, db(d.try_get(1), WHAT)?);
+                let available: Option<i64> = db(d.try_get(2), WHAT)?;
+                first_seen = first_seen.or(available);
+                let take = units.min(left);
+                left -= take;
+                let r = sqlx::query(
+                    "UPDATE reservations SET quantity = quantity - $1, \
+                     released_at = CASE WHEN quantity = $2 THEN $3 ELSE NULL END, \
+                     release_reason = CASE WHEN quantity = $4 THEN 'its order arrived' ELSE NULL END \
+                     WHERE id = $5",
+                )
+                .bind(take)
+                .bind(take)
+                .bind(now)
+                .bind(take)
+                .bind(id)
+                .execute(&mut *tx)
+                .await;
+                db(r, WHAT)?;
+            }
             let r = sqlx::query(
-                "INSERT INTO reservations (channel, event_id, line, sku, quantity, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (channel, event_id, line) DO NOTHING",
+                "INSERT INTO reservations (channel, event_id, line, sku, quantity, source_available, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(l.channel.as_str())
             .bind(l.event_id.as_str())
             .bind(l.line)
             .bind(l.sku.as_str())
             .bind(l.quantity)
+            .bind(first_seen)
             .bind(now)
             .bind(expires_at)
             .execute(&mut *tx)
             .await;
-            new += db(r, "reserving sold units")?.rows_affected();
+            new += db(r, WHAT)?.rows_affected();
         }
-        db(tx.commit().await, "reserving sold units")?;
+        db(tx.commit().await, WHAT)?;
         Ok(new)
+    }
+
+    /// Reserves stock drops found by pass `run_id` on `channel` (SKU → units), with the
+    /// source's available units now (so the sale counts as booked once they fall by the
+    /// units). Returns how many were made.
+    pub async fn reserve_drops(
+        &self,
+        channel: &str,
+        run_id: i64,
+        drops: &BTreeMap<String, i64>,
+        source_available: &HashMap<String, i64>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<u64, StoreError> {
+        const WHAT: &str = "reserving stock drops";
+        let mut made = 0;
+        let mut tx = db(self.pool().begin().await, WHAT)?;
+        let event = format!("{DROP_EVENT}{run_id}");
+        for (line, (sku, units)) in drops.iter().filter(|(_, u)| **u > 0).enumerate() {
+            let r = sqlx::query(
+                "INSERT INTO reservations (channel, event_id, line, sku, quantity, source_available, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel, event_id, line) DO NOTHING",
+            )
+            .bind(channel)
+            .bind(event.as_str())
+            .bind(line as i64)
+            .bind(sku.as_str())
+            .bind(*units)
+            .bind(source_available.get(sku).copied())
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await;
+            made += db(r, WHAT)?.rows_affected();
+        }
+        db(tx.commit().await, WHAT)?;
+        Ok(made)
     }
 
     /// Open reservations, for all SKUs or these.

@@ -211,6 +211,9 @@ pub struct ReservationView {
     pub channel: String,
     /// Units.
     pub quantity: i64,
+    /// What told of the sale: `order` (an order event) or `stock drop` (the channel's stock
+    /// fell without a correction and without an order, yet).
+    pub signal: String,
     /// Still held.
     pub open: bool,
     /// Reserved at, RFC 3339.
@@ -915,7 +918,7 @@ pub async fn item(store: &Store, config: &Config, sku: &str) -> anyhow::Result<O
     let mut timeline = Vec::new();
     for r in db(
         sqlx::query(
-            "SELECT channel, quantity, created_at, expires_at, released_at, release_reason \
+            "SELECT channel, quantity, created_at, expires_at, released_at, release_reason, event_id \
              FROM reservations WHERE sku = $1 ORDER BY created_at DESC, id DESC LIMIT 100",
         )
         .bind(sku)
@@ -928,6 +931,12 @@ pub async fn item(store: &Store, config: &Config, sku: &str) -> anyhow::Result<O
         let created: i64 = db(r.try_get(2), "reading reservations")?;
         let released: Option<i64> = db(r.try_get(4), "reading reservations")?;
         let reason: Option<String> = db(r.try_get(5), "reading reservations")?;
+        let event: String = db(r.try_get(6), "reading reservations")?;
+        let signal = if event.starts_with(crate::reservations::DROP_EVENT) {
+            "stock drop"
+        } else {
+            "order"
+        };
         let mut e = entry(created, &channel, "reserved", None, None);
         e.value = Some(quantity.to_string());
         e.cause = Some(Cause::OrderInFlight.as_str().into());
@@ -941,6 +950,7 @@ pub async fn item(store: &Store, config: &Config, sku: &str) -> anyhow::Result<O
         reservations.push(ReservationView {
             channel,
             quantity,
+            signal: signal.into(),
             open: released.is_none(),
             created_at: rfc3339(created),
             expires_at: rfc3339(db(r.try_get(3), "reading reservations")?),
@@ -1943,10 +1953,11 @@ pub fn item_table(v: &ItemView) -> String {
         out.push_str("\nOrders in flight\n");
         for r in &v.reservations {
             out.push_str(&format!(
-                "  {} {} units on {} (since {}){}\n",
+                "  {} {} units on {} ({}, since {}){}\n",
                 if r.open { "HELD    " } else { "released" },
                 r.quantity,
                 r.channel,
+                r.signal,
                 r.created_at,
                 match (&r.released_at, &r.release_reason) {
                     (Some(at), Some(why)) => format!(": {why} at {at}"),

@@ -300,6 +300,59 @@ async fn conformance(store: Store, channel: &str) {
     assert_eq!(store.unverified(10).await.unwrap().1, 0);
     assert!(!store.load_prev(channel, None).await.unwrap()[&offer_key].unverified);
 
+    // A stock drop reserved before its order arrives: the order takes its units over (with
+    // the source stock the drop was first seen at) instead of adding to them.
+    let drops = BTreeMap::from([("R".to_string(), 2)]);
+    let source = HashMap::from([("R".to_string(), 10)]);
+    let made = store
+        .reserve_drops(channel, run, &drops, &source, 9_000, 99_000)
+        .await
+        .unwrap();
+    assert_eq!(made, 1);
+    let order = |event: &str, quantity| omnisync::reservations::SoldLine {
+        channel: channel.to_string(),
+        event_id: event.to_string(),
+        line: 0,
+        sku: "R".to_string(),
+        quantity,
+    };
+    assert_eq!(
+        store
+            .reserve(&[order("o1", 1)], 9_100, 99_000)
+            .await
+            .unwrap(),
+        1
+    );
+    let open = |store: Store| async move {
+        let mut open: Vec<(i64, Option<i64>)> = store
+            .open_reservations(Some(&["R".to_string()]))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.channel == channel)
+            .map(|r| (r.quantity, r.source_available))
+            .collect();
+        open.sort();
+        open
+    };
+    assert_eq!(open(store.clone()).await, [(1, Some(10)), (1, Some(10))]);
+    // The second unit's order releases the drop; a redelivery reserves nothing.
+    assert_eq!(
+        store
+            .reserve(&[order("o2", 3)], 9_200, 99_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .reserve(&[order("o2", 3)], 9_300, 99_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(open(store.clone()).await, [(1, Some(10)), (3, Some(10))]);
+
     store
         .finish_run(run, "ok", "{\"run_id\":1}", 9_000)
         .await

@@ -451,6 +451,56 @@ pub fn plan_channel(
     plan
 }
 
+/// Stock a channel stopped showing on its own, per SKU: the units by which a location read
+/// now (`fresh`) fell below what the channel showed before (its value was in sync and
+/// confirmed by a read) and below what it should show now. The daemon lowers a channel only
+/// through a correction, and a location with a correction pending is not in sync, so such a
+/// drop is someone else's: most likely a sale whose order has not reached the daemon (or
+/// never will, from a system without order events). The engine reserves these units like
+/// an order's, so the other channels drop at once and the channel is not pushed back up.
+pub fn unexplained_drops(
+    spec: &TargetSpec,
+    ctx: &PlanContext<'_>,
+    items: &[CanonicalItem],
+    observed: &HashMap<String, Observed>,
+    prev: &HashMap<StateKey, PrevState>,
+    fresh: impl Fn(&str) -> bool,
+) -> BTreeMap<String, i64> {
+    let mut drops = BTreeMap::new();
+    let Some(rules) = &spec.stock else {
+        return drops;
+    };
+    let no_flight = BTreeMap::new();
+    for item in items.iter().filter(|i| fresh(&i.sku)) {
+        let Some(obs) = observed.get(&item.sku) else {
+            continue;
+        };
+        let in_flight = ctx.in_flight.get(&item.sku).unwrap_or(&no_flight);
+        let mut units = 0;
+        for (code, want) in rules.desired(&item.stock, in_flight) {
+            let key = StateKey {
+                sku: item.sku.clone(),
+                field: Field::Stock,
+                location: code.clone(),
+            };
+            let before = prev
+                .get(&key)
+                .filter(|p| p.in_sync && !p.unverified)
+                .and_then(|p| p.desired.parse::<i64>().ok());
+            if let (Some(before), Some(&shown)) = (before, obs.stock.get(&code))
+                && shown < before
+                && shown < want
+            {
+                units += (before - shown).min(want - shown);
+            }
+        }
+        if units > 0 {
+            drops.insert(item.sku.clone(), units);
+        }
+    }
+    drops
+}
+
 /// Three-way classification of an open difference: desired now vs desired before (did the
 /// source move?), and whether the channel agreed before (did the channel move?). Otherwise
 /// keep what the outbox learned (a failed or no-op write). A value that was in sync only

@@ -291,6 +291,92 @@ fn orders_in_flight_lower_stock() {
     assert_eq!(stock["default"], 3 + 10 - 4 - 2);
 }
 
+fn stock_key(sku: &str, location: &str) -> StateKey {
+    StateKey {
+        sku: sku.into(),
+        field: Field::Stock,
+        location: location.into(),
+    }
+}
+
+fn shown_before(values: &[(&str, &str, i64)], unverified: bool) -> HashMap<StateKey, PrevState> {
+    values
+        .iter()
+        .map(|(sku, loc, q)| {
+            let prev = PrevState {
+                desired: q.to_string(),
+                in_sync: true,
+                cause: None,
+                unverified,
+            };
+            (stock_key(sku, loc), prev)
+        })
+        .collect()
+}
+
+fn showing(sku: &str, l1: i64, l2: i64) -> HashMap<String, Observed> {
+    HashMap::from([(
+        sku.to_string(),
+        Observed {
+            external_id: format!("x-{sku}"),
+            refs: BTreeMap::new(),
+            offer: None,
+            stock: BTreeMap::from([("L1".to_string(), l1), ("L2".to_string(), l2)]),
+        },
+    )])
+}
+
+#[test]
+fn a_stock_drop_nobody_asked_for_is_a_sale_in_flight() {
+    let (src, fx, none) = (source(), fx(), HashMap::new());
+    let spec = shop_spec(false);
+    // Oslo 5 and the warehouse 10, less the buffer of 1: the shop showed 4 and 9.
+    let items = vec![item("A", 10000, 5, 10)];
+    let before = shown_before(&[("A", "L1", 4), ("A", "L2", 9)], false);
+    let c = ctx(&[], &src, &fx, &none);
+    let all = |_: &str| true;
+
+    // Two units left Oslo in the shop, nothing at the source: two units in flight.
+    let drops = unexplained_drops(&spec, &c, &items, &showing("A", 2, 9), &before, all);
+    assert_eq!(drops, BTreeMap::from([("A".to_string(), 2)]));
+
+    // Planned with them, the shop is not pushed back up where it sold.
+    let flight = HashMap::from([("A".to_string(), BTreeMap::from([(String::new(), 2)]))]);
+    let c2 = ctx(&[], &src, &fx, &flight);
+    let plan = plan_channel(&spec, &c2, &items, &showing("A", 2, 9), &before);
+    assert!(
+        !plan
+            .corrections
+            .iter()
+            .any(|p| p.key == stock_key("A", "L1")),
+        "{:?}",
+        plan.corrections
+    );
+
+    // Not a drop: the source fell as much (booked), the order is already reserved, the
+    // value before was one of our writes not read back yet, the channel was not in sync
+    // (a correction is pending), or the listing was not read now.
+    let booked = vec![item("A", 10000, 3, 10)];
+    assert!(unexplained_drops(&spec, &c, &booked, &showing("A", 2, 9), &before, all).is_empty());
+    let ordered = HashMap::from([("A".to_string(), BTreeMap::from([(String::new(), 2)]))]);
+    let c3 = ctx(&[], &src, &fx, &ordered);
+    assert!(unexplained_drops(&spec, &c3, &items, &showing("A", 2, 9), &before, all).is_empty());
+    let ours = shown_before(&[("A", "L1", 4), ("A", "L2", 9)], true);
+    assert!(unexplained_drops(&spec, &c, &items, &showing("A", 2, 9), &ours, all).is_empty());
+    let mut pending = before.clone();
+    pending.get_mut(&stock_key("A", "L1")).unwrap().in_sync = false;
+    assert!(unexplained_drops(&spec, &c, &items, &showing("A", 2, 9), &pending, all).is_empty());
+    let stored = |_: &str| false;
+    assert!(unexplained_drops(&spec, &c, &items, &showing("A", 2, 9), &before, stored).is_empty());
+
+    // A partial booking leaves the rest in flight; drops at two locations add up.
+    let partly = vec![item("A", 10000, 4, 10)];
+    let drops = unexplained_drops(&spec, &c, &partly, &showing("A", 2, 9), &before, all);
+    assert_eq!(drops["A"], 1);
+    let drops = unexplained_drops(&spec, &c, &items, &showing("A", 3, 7), &before, all);
+    assert_eq!(drops["A"], 3);
+}
+
 #[test]
 fn offers_encode_and_decode() {
     for offer in [
