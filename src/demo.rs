@@ -56,10 +56,32 @@ pub struct World {
     settings: BTreeMap<&'static str, toml::Value>,
 }
 
+/// What can be changed about the simulated world.
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// `items_batch` calls the social catalog (Meta) admits per rolling hour: its Business
+    /// Use Case budget, whose real formula is unconfirmed (the simulator's default, 200).
+    pub social_batch_calls_per_hour: u64,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            social_batch_calls_per_hour: omnisync_meta::sim::SimOptions::default()
+                .catalog_batch_calls,
+        }
+    }
+}
+
 impl World {
     /// Starts the four simulators. `base_port` 0 picks free ports; otherwise they listen on
     /// `base_port`, `+1`, `+2`, `+3` (ERP, webshop, marketplace, social).
     pub async fn start(base_port: u16) -> anyhow::Result<World> {
+        World::start_with(base_port, &WorldOptions::default()).await
+    }
+
+    /// Like [`World::start`], with these options.
+    pub async fn start_with(base_port: u16, options: &WorldOptions) -> anyhow::Result<World> {
         let addr = |i: u16| -> SocketAddr {
             let port = if base_port == 0 { 0 } else { base_port + i };
             SocketAddr::from(([127, 0, 0, 1], port))
@@ -117,7 +139,10 @@ impl World {
         );
         servers.push(("marketplace (ebay)", srv));
 
-        let opts = omnisync_meta::sim::SimOptions::default();
+        let opts = omnisync_meta::sim::SimOptions {
+            catalog_batch_calls: options.social_batch_calls_per_hour,
+            ..Default::default()
+        };
         let (meta, srv) = omnisync_meta::sim::start(addr(3), opts.clone())
             .await
             .context("starting the Meta simulator")?;

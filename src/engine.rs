@@ -27,7 +27,7 @@ use crate::planner::{
     StateKey, TargetSpec,
 };
 use crate::report::{ChannelReport, DriftCounts, RunReport, WouldPush};
-use crate::store::Store;
+use crate::store::{Store, WriteTx};
 
 /// Above this many touched SKUs, a channel is read back in full rather than by SKU.
 const READ_BACK_BY_SKU_MAX: usize = 1000;
@@ -563,11 +563,6 @@ impl Engine {
         report.problems.extend(problems);
         let catalog: HashSet<&str> = items.iter().map(|i| i.sku.as_str()).collect();
         let now = now_ms();
-        if !scope.dry_run && report.status == "ok" {
-            let t = Instant::now();
-            self.store.save_items(&items, now).await?;
-            tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_items");
-        }
         // Orders in flight: release what the source booked, keep the rest off the channels.
         let totals: HashMap<String, i64> = items
             .iter()
@@ -671,6 +666,21 @@ impl Engine {
             in_flight: &flight,
         };
 
+        // What the pass learnt is written in one transaction: a pass for a few SKUs is a
+        // handful of statements in one turn of the store's writers instead of a dozen
+        // transactions queueing behind the webhook inbox. A full pass commits per channel,
+        // so deliveries are stored between its (large) writes.
+        let mut pass_tx: Option<WriteTx> = None;
+        if !scope.dry_run && report.status == "ok" {
+            let t = Instant::now();
+            let tx = pass_tx.insert(self.store.begin_write().await.context("saving a pass")?);
+            self.store.save_items_in(tx, &items, now).await?;
+            if skus.is_none() {
+                commit(pass_tx.take()).await?;
+            }
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_items");
+        }
+
         // Plan and queue each target.
         for ch in &self.channels {
             let is_source = Self::is_source(ch);
@@ -770,11 +780,18 @@ impl Engine {
                 cr.corrections.held = queue.iter().filter(|q| q.2.is_some()).count() as u64;
             } else {
                 let t = Instant::now();
+                let tx = match &mut pass_tx {
+                    Some(tx) => tx,
+                    None => {
+                        pass_tx.insert(self.store.begin_write().await.context("saving a pass")?)
+                    }
+                };
+                let id = ch.cfg.id.as_str();
                 self.store
-                    .record_observations(&ch.cfg.id, run_id, &plan.rows, &prev, now)
+                    .record_observations_in(tx, id, run_id, &plan.rows, &prev, now)
                     .await?;
                 self.store
-                    .save_state(&ch.cfg.id, &plan.rows, &prev, now)
+                    .save_state_in(tx, id, &plan.rows, &prev, now)
                     .await?;
                 tracing::debug!(
                     ms = t.elapsed().as_millis() as u64,
@@ -798,24 +815,28 @@ impl Engine {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 let t = Instant::now();
-                self.store.save_bindings(&ch.cfg.id, &to_save, now).await?;
+                self.store.save_bindings_in(tx, id, &to_save, now).await?;
                 tracing::debug!(ms = t.elapsed().as_millis() as u64, "save_bindings");
                 // What was read is seen: no write is waiting for a read-back there any more.
                 let seen: Option<Vec<String>> = fresh.as_ref().map(|f| f.iter().cloned().collect());
                 self.store
-                    .clear_unverified(&ch.cfg.id, seen.as_deref().or(skus))
+                    .clear_unverified_in(tx, id, seen.as_deref().or(skus))
                     .await?;
 
                 self.store
-                    .save_orphans(&ch.cfg.id, &bound.orphans, skus.is_none(), now)
+                    .save_orphans_in(tx, id, &bound.orphans, skus.is_none(), now)
                     .await?;
-                let (queued, held) = self.store.enqueue(&ch.cfg.id, &queue, run_id, now).await?;
+                let (queued, held) = self.store.enqueue_in(tx, id, &queue, run_id, now).await?;
                 cr.corrections.queued = queued;
                 cr.corrections.held = held;
+                if skus.is_none() {
+                    commit(pass_tx.take()).await?;
+                }
             }
             report.channels.push(cr);
         }
 
+        commit(pass_tx).await?;
         let plan_ms = clock.elapsed().as_millis() as u64 - read_ms;
         if !scope.dry_run && !scope.enqueue_only && report.status == "ok" {
             self.push_and_verify(run_id, &items, &ctx, &mut report)
@@ -1125,6 +1146,14 @@ fn channel_report<'a>(report: &'a mut RunReport, id: &str) -> &'a mut ChannelRep
             report.channels.len() - 1
         });
     &mut report.channels[idx]
+}
+
+/// Commits a pass's write transaction, if one was begun.
+async fn commit(tx: Option<WriteTx>) -> anyhow::Result<()> {
+    if let Some(tx) = tx {
+        tx.commit().await.context("saving a pass")?;
+    }
+    Ok(())
 }
 
 fn role_name(r: Role) -> &'static str {

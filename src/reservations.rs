@@ -89,7 +89,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         const WHAT: &str = "reserving sold units";
         let mut new = 0;
-        let mut tx = db(self.pool().begin().await, WHAT)?;
+        let mut tx = db(self.begin_write().await, WHAT)?;
         for l in lines.iter().filter(|l| l.quantity > 0) {
             let seen = db(
                 sqlx::query(
@@ -177,7 +177,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         const WHAT: &str = "reserving stock drops";
         let mut made = 0;
-        let mut tx = db(self.pool().begin().await, WHAT)?;
+        let mut tx = db(self.begin_write().await, WHAT)?;
         let event = format!("{DROP_EVENT}{run_id}");
         for (line, (sku, units)) in drops.iter().filter(|(_, u)| **u > 0).enumerate() {
             let r = sqlx::query(
@@ -247,7 +247,7 @@ impl Store {
         released: &[(i64, &'static str)],
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = db(self.pool().begin().await, "updating reservations")?;
+        let mut tx = db(self.begin_write().await, "updating reservations")?;
         for (id, available) in first_seen {
             let r = sqlx::query("UPDATE reservations SET source_available = $1 WHERE id = $2 AND source_available IS NULL")
                 .bind(*available)

@@ -165,6 +165,59 @@ pub struct Store {
     backend: Backend,
     /// The webhook inbox's group-commit writer, started on first use.
     inbox_writer: std::sync::Arc<std::sync::OnceLock<crate::inbox::writer::Writer>>,
+    /// On SQLite, every writer of this process takes turns here (see [`WriteGate`]).
+    write_gate: WriteGate,
+}
+
+/// SQLite allows one writer at a time, and a writer that finds the database locked sleeps
+/// and polls (SQLite's busy handler: 1, 2, 5, 10 … ms), so under load every small write
+/// waits several milliseconds longer than the lock is held. The process's own writers
+/// (passes, pushers, the inbox writer) therefore queue here, first come first served, and
+/// each is handed the lock the moment the one before it commits. Other processes (a CLI
+/// command next to the daemon) still meet SQLite's own locking. PostgreSQL has row locks:
+/// the gate is open there.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteGate(Option<std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl WriteGate {
+    fn new(backend: Backend) -> WriteGate {
+        WriteGate((backend == Backend::Sqlite).then(Default::default))
+    }
+
+    /// Waits for this process's turn to write (at once on PostgreSQL).
+    pub(crate) async fn enter(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.0 {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        }
+    }
+}
+
+/// A write transaction holding the process's turn to write ([`WriteGate`]) until it is
+/// committed or dropped. It dereferences to the connection, like [`sqlx::Transaction`].
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits, then gives the turn to the next writer.
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 /// Appends `($n, $n+1, …)` groups (only placeholders: the one kind of dynamic SQL here,
@@ -245,6 +298,7 @@ impl Store {
             pool,
             backend,
             inbox_writer: Default::default(),
+            write_gate: WriteGate::new(backend),
         })
     }
 
@@ -279,8 +333,26 @@ impl Store {
 
     /// The inbox writer (started on the current runtime at first use).
     pub(crate) fn inbox_writer(&self) -> &crate::inbox::writer::Writer {
-        self.inbox_writer
-            .get_or_init(|| crate::inbox::writer::Writer::start(self.pool.clone(), self.backend))
+        self.inbox_writer.get_or_init(|| {
+            crate::inbox::writer::Writer::start(
+                self.pool.clone(),
+                self.backend,
+                self.write_gate.clone(),
+            )
+        })
+    }
+
+    /// Begins a write transaction in this process's turn ([`WriteGate`]).
+    pub(crate) async fn begin_write(&self) -> std::result::Result<WriteTx, sqlx::Error> {
+        let turn = self.write_gate.enter().await;
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// Waits for this process's turn to write, for a single statement outside a
+    /// transaction; the turn ends when the guard is dropped.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.write_gate.enter().await
     }
 
     /// Which backend this is.
@@ -297,6 +369,7 @@ impl Store {
 
     /// Records the start of a run and returns its id.
     pub async fn start_run(&self, scope: &str, dry_run: bool, now: i64) -> Result<i64> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(
             "INSERT INTO runs (scope, dry_run, started_at, status) VALUES ($1, $2, $3, 'running') RETURNING id",
         )
@@ -311,6 +384,7 @@ impl Store {
 
     /// Records the end of a run with its report.
     pub async fn finish_run(&self, id: i64, status: &str, report: &str, now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE runs SET finished_at = $1, status = $2, report = $3 WHERE id = $4")
             .bind(now)
             .bind(status)
@@ -353,7 +427,19 @@ impl Store {
 
     /// Stores the canonical items read from the sources.
     pub async fn save_items(&self, items: &[CanonicalItem], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("saving items")?;
+        let mut tx = self.begin_write().await.ctx("saving items")?;
+        self.save_items_in(&mut tx, items, now).await?;
+        tx.commit().await.ctx("saving items")?;
+        Ok(())
+    }
+
+    /// [`Store::save_items`] inside the caller's write transaction.
+    pub(crate) async fn save_items_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        items: &[CanonicalItem],
+        now: i64,
+    ) -> Result<()> {
         for chunk in items.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO items (sku, title, price_minor, currency, updated_at) VALUES {} \
@@ -393,7 +479,6 @@ impl Store {
             }
             q.execute(&mut *tx).await.ctx("saving item stock")?;
         }
-        tx.commit().await.ctx("saving items")?;
         Ok(())
     }
 
@@ -404,8 +489,22 @@ impl Store {
         observed: &HashMap<String, Observed>,
         now: i64,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await.ctx("saving bindings")?;
+        self.save_bindings_in(&mut tx, channel, observed, now)
+            .await?;
+        tx.commit().await.ctx("saving bindings")?;
+        Ok(())
+    }
+
+    /// [`Store::save_bindings`] inside the caller's write transaction.
+    pub(crate) async fn save_bindings_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        observed: &HashMap<String, Observed>,
+        now: i64,
+    ) -> Result<()> {
         let rows: Vec<(&String, &Observed)> = observed.iter().collect();
-        let mut tx = self.pool.begin().await.ctx("saving bindings")?;
         for chunk in rows.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO bindings (channel, sku, external_id, refs, offer, stock, observed_at) VALUES {} \
@@ -426,7 +525,6 @@ impl Store {
             }
             q.execute(&mut *tx).await.ctx("saving bindings")?;
         }
-        tx.commit().await.ctx("saving bindings")?;
         Ok(())
     }
 
@@ -439,7 +537,22 @@ impl Store {
         full: bool,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("saving orphans")?;
+        let mut tx = self.begin_write().await.ctx("saving orphans")?;
+        self.save_orphans_in(&mut tx, channel, orphans, full, now)
+            .await?;
+        tx.commit().await.ctx("saving orphans")?;
+        Ok(())
+    }
+
+    /// [`Store::save_orphans`] inside the caller's write transaction.
+    pub(crate) async fn save_orphans_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        orphans: &[(String, Option<String>, String)],
+        full: bool,
+        now: i64,
+    ) -> Result<()> {
         for chunk in orphans.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO orphans (channel, external_id, sku, reason, first_seen, last_seen) VALUES {} \
@@ -467,7 +580,6 @@ impl Store {
                 .await
                 .ctx("forgetting orphans")?;
         }
-        tx.commit().await.ctx("saving orphans")?;
         Ok(())
     }
 
@@ -600,7 +712,7 @@ impl Store {
             }
         }
         self.save_bindings(channel, &shown, now).await?;
-        let mut tx = self.pool.begin().await.ctx("taking writes as shown")?;
+        let mut tx = self.begin_write().await.ctx("taking writes as shown")?;
         for chunk in applied.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
@@ -642,17 +754,29 @@ impl Store {
     /// Clears the mark of [`Store::take_as_shown`] for every value of these SKUs (all of the
     /// channel's with `None`): a read of the channel has just seen them.
     pub async fn clear_unverified(&self, channel: &str, skus: Option<&[String]>) -> Result<()> {
+        let mut tx = self.begin_write().await.ctx("clearing read-back marks")?;
+        self.clear_unverified_in(&mut tx, channel, skus).await?;
+        tx.commit().await.ctx("clearing read-back marks")?;
+        Ok(())
+    }
+
+    /// [`Store::clear_unverified`] inside the caller's write transaction.
+    pub(crate) async fn clear_unverified_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        skus: Option<&[String]>,
+    ) -> Result<()> {
         let Some(skus) = skus else {
             sqlx::query(
                 "UPDATE target_state SET unverified = 0 WHERE unverified = 1 AND channel = $1",
             )
             .bind(channel)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .ctx("clearing read-back marks")?;
             return Ok(());
         };
-        let mut tx = self.pool.begin().await.ctx("clearing read-back marks")?;
         for chunk in skus.chunks(CHUNK) {
             let sql = format!(
                 "UPDATE target_state SET unverified = 0 WHERE unverified = 1 AND channel = $1 AND sku IN {}",
@@ -664,7 +788,6 @@ impl Store {
             }
             q.execute(&mut *tx).await.ctx("clearing read-back marks")?;
         }
-        tx.commit().await.ctx("clearing read-back marks")?;
         Ok(())
     }
 
@@ -707,6 +830,22 @@ impl Store {
         prev: &HashMap<StateKey, PrevState>,
         now: i64,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await.ctx("saving target state")?;
+        self.save_state_in(&mut tx, channel, rows, prev, now)
+            .await?;
+        tx.commit().await.ctx("saving target state")?;
+        Ok(())
+    }
+
+    /// [`Store::save_state`] inside the caller's write transaction.
+    pub(crate) async fn save_state_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        rows: &[TargetRow],
+        prev: &HashMap<StateKey, PrevState>,
+        now: i64,
+    ) -> Result<()> {
         let changed: Vec<&TargetRow> = rows
             .iter()
             .filter(|r| match prev.get(&r.key) {
@@ -719,7 +858,6 @@ impl Store {
             .copied()
             .filter(|r| r.in_sync && prev.get(&r.key).is_some_and(|p| !p.in_sync))
             .collect();
-        let mut tx = self.pool.begin().await.ctx("saving target state")?;
         for chunk in closed.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
@@ -766,13 +904,12 @@ impl Store {
             }
             q.execute(&mut *tx).await.ctx("saving target state")?;
         }
-        tx.commit().await.ctx("saving target state")?;
         Ok(())
     }
 
     /// Sets the cause of open differences (after a failed or no-op write).
     pub async fn mark_cause(&self, channel: &str, keys: &[StateKey], cause: Cause) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("marking drift cause")?;
+        let mut tx = self.begin_write().await.ctx("marking drift cause")?;
         for chunk in keys.chunks(CHUNK) {
             let sql = format!(
                 "UPDATE target_state SET cause = $1 WHERE channel = $2 AND in_sync = 0 AND (sku, field, location) IN (VALUES {})",
@@ -833,7 +970,23 @@ impl Store {
         run_id: i64,
         now: i64,
     ) -> Result<(u64, u64)> {
-        let mut tx = self.pool.begin().await.ctx("queueing corrections")?;
+        let mut tx = self.begin_write().await.ctx("queueing corrections")?;
+        let out = self
+            .enqueue_in(&mut tx, channel, planned, run_id, now)
+            .await?;
+        tx.commit().await.ctx("queueing corrections")?;
+        Ok(out)
+    }
+
+    /// [`Store::enqueue`] inside the caller's write transaction.
+    pub(crate) async fn enqueue_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        planned: &[(Planned, String, Option<String>)],
+        run_id: i64,
+        now: i64,
+    ) -> Result<(u64, u64)> {
         for chunk in planned.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO outbox (channel, sku, field, location, value, change, external_id, refs, \
@@ -868,7 +1021,6 @@ impl Store {
             }
             q.execute(&mut *tx).await.ctx("queueing corrections")?;
         }
-        tx.commit().await.ctx("queueing corrections")?;
         let held = planned.iter().filter(|(_, _, h)| h.is_some()).count() as u64;
         Ok((planned.len() as u64 - held, held))
     }
@@ -956,7 +1108,7 @@ impl Store {
         results: &[(OutboxRow, Settled)],
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("settling corrections")?;
+        let mut tx = self.begin_write().await.ctx("settling corrections")?;
         // Applied and stale rows, the bulk of every drain, in set-based statements.
         let leaving: Vec<&OutboxRow> = results
             .iter()
@@ -1093,6 +1245,7 @@ impl Store {
     /// Releases held corrections for pushing: all of a channel's, or only these SKUs'.
     /// Returns how many were released.
     pub async fn approve(&self, channel: &str, skus: Option<&[String]>, now: i64) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let base = "UPDATE outbox SET status = 'queued', hold_reason = NULL, next_attempt_at = $1, updated_at = $2 \
                     WHERE channel = $3 AND status = 'held'";
         let mut released = 0;
@@ -1241,6 +1394,23 @@ impl Store {
         prev: &HashMap<StateKey, PrevState>,
         now: i64,
     ) -> Result<()> {
+        let mut tx = self.begin_write().await.ctx("recording observed changes")?;
+        self.record_observations_in(&mut tx, channel, run_id, rows, prev, now)
+            .await?;
+        tx.commit().await.ctx("recording observed changes")?;
+        Ok(())
+    }
+
+    /// [`Store::record_observations`] inside the caller's write transaction.
+    pub(crate) async fn record_observations_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        channel: &str,
+        run_id: i64,
+        rows: &[TargetRow],
+        prev: &HashMap<StateKey, PrevState>,
+        now: i64,
+    ) -> Result<()> {
         let candidates: Vec<&TargetRow> = rows
             .iter()
             .filter(|r| {
@@ -1251,7 +1421,6 @@ impl Store {
         if candidates.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.ctx("recording observed changes")?;
         for chunk in candidates.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO item_events (run_id, channel, sku, field, location, kind, value, previous, desired, in_sync, cause, at) \
@@ -1279,7 +1448,6 @@ impl Store {
                 .await
                 .ctx("recording observed changes")?;
         }
-        tx.commit().await.ctx("recording observed changes")?;
         Ok(())
     }
 }

@@ -318,7 +318,7 @@ impl Store {
         if settled.is_empty() {
             return Ok(());
         }
-        let mut tx = db(self.pool().begin().await, "settling webhook deliveries")?;
+        let mut tx = db(self.begin_write().await, "settling webhook deliveries")?;
         let plain: Vec<i64> = settled
             .iter()
             .filter(|(_, s, r)| *s == InboxStatus::Done && r.is_none())

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, StoreError, WriteGate};
 
 /// Most rows in one transaction.
 const MAX_GROUP: usize = 512;
@@ -52,9 +52,9 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer task on the current Tokio runtime. It ends when every handle is
     /// gone; it holds the pool, never the store, so it does not keep itself alive.
-    pub(crate) fn start(pool: sqlx::AnyPool, backend: Backend) -> Writer {
+    pub(crate) fn start(pool: sqlx::AnyPool, backend: Backend, gate: WriteGate) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, backend, rx));
+        tokio::spawn(run(pool, backend, gate, rx));
         Writer { tx }
     }
 
@@ -102,7 +102,7 @@ fn insert_sql(backend: Backend, rows: usize) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
-async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: sqlx::AnyPool, backend: Backend, gate: WriteGate, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<AnyConnection> = None;
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
@@ -125,7 +125,11 @@ async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>)
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match write_group(c, backend, &group).await {
+        // The daemon's other writers take turns with this one (see `WriteGate`).
+        let turn = gate.enter().await;
+        let written = write_group(c, backend, &group).await;
+        drop(turn);
+        match written {
             Ok(ids) => {
                 for (job, id) in group.drain(..).zip(ids) {
                     answer(job, Ok(id));
@@ -134,7 +138,9 @@ async fn run(pool: sqlx::AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>)
             Err(e) => {
                 tracing::warn!(error = %e, rows = group.len(), "inbox group commit failed; storing its rows one by one");
                 for job in group.drain(..) {
+                    let turn = gate.enter().await;
                     let one = write_group(c, backend, std::slice::from_ref(&job)).await;
+                    drop(turn);
                     answer(job, one.map(|ids| ids.into_iter().next().flatten()));
                 }
                 // A broken connection is replaced on the next group.
