@@ -130,6 +130,8 @@ struct Prepared {
     fresh: Option<HashSet<String>>,
     /// Its state after the previous pass.
     prev: HashMap<StateKey, PrevState>,
+    /// Values dead-lettered on it (not queued again).
+    dead: HashSet<(StateKey, String)>,
 }
 
 impl Prepared {
@@ -485,13 +487,19 @@ impl Engine {
         let mut stored: HashMap<String, HashMap<String, Observed>> = HashMap::new();
         if let (Some(named_by), Some(skus)) = (&scope.named_by, skus) {
             let no_names = BTreeSet::new();
-            for ch in self
+            let targets: Vec<&Channel> = self
                 .channels
                 .iter()
                 .filter(|ch| in_scope(ch) && !Self::is_source(ch))
-            {
+                .collect();
+            let shown = futures::future::try_join_all(
+                targets
+                    .iter()
+                    .map(|ch| self.store.load_observed(&ch.cfg.id, skus)),
+            )
+            .await?;
+            for (ch, mut known) in targets.into_iter().zip(shown) {
                 let named = named_by.get(&ch.cfg.id).unwrap_or(&no_names);
-                let mut known = self.store.load_observed(&ch.cfg.id, skus).await?;
                 let reread: Vec<String> = skus
                     .iter()
                     .filter(|s| named.contains(*s) || !known.contains_key(*s))
@@ -582,9 +590,24 @@ impl Engine {
         // state it was planned from before.
         let mut prepared: HashMap<String, Prepared> = HashMap::new();
         if report.status == "ok" {
-            for ch in self.channels.iter().filter(|ch| {
-                in_scope(ch) && Self::is_target(ch) && !read_errors.contains_key(&ch.cfg.id)
-            }) {
+            let targets: Vec<&Channel> = self
+                .channels
+                .iter()
+                .filter(|ch| {
+                    in_scope(ch) && Self::is_target(ch) && !read_errors.contains_key(&ch.cfg.id)
+                })
+                .collect();
+            // Each target's state and dead letters, read concurrently.
+            let t = Instant::now();
+            let loaded = futures::future::try_join_all(targets.iter().map(|ch| async move {
+                tokio::try_join!(
+                    self.store.load_prev(&ch.cfg.id, skus),
+                    self.store.dead_lettered(&ch.cfg.id)
+                )
+            }))
+            .await?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
+            for (ch, (prev, dead)) in targets.into_iter().zip(loaded) {
                 let recs = records.remove(&ch.cfg.id).unwrap_or_default();
                 let records_read = recs.len() as u64;
                 let mut bound = Self::bind(recs, &catalog);
@@ -597,14 +620,12 @@ impl Engine {
                         }
                     }
                 }
-                let t = Instant::now();
-                let prev = self.store.load_prev(&ch.cfg.id, skus).await?;
-                tracing::debug!(ms = t.elapsed().as_millis() as u64, "load_prev");
                 let p = Prepared {
                     records_read,
                     bound,
                     fresh,
                     prev,
+                    dead,
                 };
                 prepared.insert(ch.cfg.id.clone(), p);
             }
@@ -674,6 +695,7 @@ impl Engine {
         if !scope.dry_run && report.status == "ok" {
             let t = Instant::now();
             let tx = pass_tx.insert(self.store.begin_write().await.context("saving a pass")?);
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "write turn");
             self.store.save_items_in(tx, &items, now).await?;
             if skus.is_none() {
                 commit(pass_tx.take()).await?;
@@ -720,6 +742,7 @@ impl Engine {
                 bound,
                 fresh,
                 prev,
+                dead,
             }) = prepared.remove(&ch.cfg.id)
             else {
                 continue;
@@ -749,7 +772,6 @@ impl Engine {
             }
             cr.drift = drift_counts(&plan, bound.orphans.len() as u64);
 
-            let dead = self.store.dead_lettered(&ch.cfg.id).await?;
             let queue: Vec<(Planned, String, Option<String>)> = plan
                 .corrections
                 .iter()
@@ -836,7 +858,9 @@ impl Engine {
             report.channels.push(cr);
         }
 
+        let t = Instant::now();
         commit(pass_tx).await?;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "commit");
         let plan_ms = clock.elapsed().as_millis() as u64 - read_ms;
         if !scope.dry_run && !scope.enqueue_only && report.status == "ok" {
             self.push_and_verify(run_id, &items, &ctx, &mut report)

@@ -311,7 +311,7 @@ pub async fn in_flight(
                 .or_default() += r.quantity;
         }
     }
-    if persist {
+    if persist && !(first_seen.is_empty() && released.is_empty()) {
         store
             .settle_reservations(&first_seen, &released, now)
             .await?;
