@@ -911,11 +911,14 @@ impl Engine {
         ctx: &PlanContext<'_>,
         report: &mut RunReport,
     ) -> anyhow::Result<()> {
+        // A channel whose API asks for pacing keeps its queue for its pusher (or, once the
+        // wait is over, the retry loop): a pass must not spend the budget pacing saves.
         let targets: Vec<&Channel> = self
             .channels
             .iter()
             .filter(|ch| {
                 Self::is_target(ch)
+                    && ch.connector.pacing().is_none()
                     && report
                         .channels
                         .iter()

@@ -72,7 +72,8 @@ pub enum Claim {
 }
 
 /// Pushes every correction of `channel` that is due now (of the kind `claim` says). Returns
-/// when none is left due.
+/// when none is left due, or after one call when the connector asks for pacing
+/// ([`Connector::pacing`]).
 pub async fn drain(
     store: &Store,
     channel: &str,
@@ -182,6 +183,11 @@ pub async fn drain(
         };
         store.settle(channel, run_id, &settled, now_ms()).await?;
         record_settled(channel, &settled);
+        // An API that asks for pacing gets one call per drain: what was queued meanwhile
+        // waits for the next round, after the wait it asks for.
+        if connector.pacing().is_some() {
+            return Ok(stats);
+        }
     }
 }
 

@@ -428,3 +428,103 @@ async fn orphans_and_unknown_skus_are_reported_not_touched() {
         1000
     );
 }
+
+/// A connector that asks for pacing while `paced` is set, with batches of two, counting
+/// its push calls.
+struct Paced {
+    inner: Arc<dyn Connector>,
+    paced: Arc<AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait]
+impl Connector for Paced {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_batch: 2,
+            ..self.inner.capabilities()
+        }
+    }
+    async fn healthcheck(&self) -> Result<(), ConnectorError> {
+        self.inner.healthcheck().await
+    }
+    async fn read_page(&self, cursor: Option<String>) -> Result<Page, ConnectorError> {
+        self.inner.read_page(cursor).await
+    }
+    async fn read_skus(&self, skus: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        self.inner.read_skus(skus).await
+    }
+    async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.push(batch).await
+    }
+    fn pacing(&self) -> Option<std::time::Duration> {
+        self.paced
+            .load(Ordering::SeqCst)
+            .then_some(std::time::Duration::from_secs(30))
+    }
+}
+
+#[tokio::test]
+async fn a_channel_that_asks_for_pacing_gets_one_call_per_drain_and_none_from_a_pass() {
+    let s = setup().await;
+    let (paced, calls) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
+    let connectors = s
+        .config
+        .connectors
+        .iter()
+        .map(|c| {
+            let built = omnisync::registry::build(&c.kind, &c.settings).unwrap();
+            let conn: Arc<dyn Connector> = if c.id == "marketplace" {
+                Arc::new(Paced {
+                    inner: built,
+                    paced: paced.clone(),
+                    calls: calls.clone(),
+                })
+            } else {
+                built
+            };
+            (c.id.clone(), conn)
+        })
+        .collect();
+    let store = Store::open(&s.database).await.unwrap();
+    let e = Engine::with_connectors(s.config.clone(), store, connectors).unwrap();
+    assert!(e.reconcile(&Scope::default()).await.unwrap().converged());
+
+    // Five stock changes at the source while the marketplace's API asks for pacing.
+    paced.store(true, Ordering::SeqCst);
+    let central = omnisync::demo::LOCATIONS[2].1;
+    for i in 0..5 {
+        let item = catalog_item(i);
+        assert!(
+            s.world
+                .tryton
+                .set_stock(&item.sku, central, item.stock[central] + 7)
+        );
+    }
+    let before = calls.load(Ordering::SeqCst);
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert_eq!(channel(&r, "marketplace").corrections.queued, 5);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "the pass left them queued"
+    );
+    assert_eq!(e.store().outbox_depth("marketplace").await.unwrap().0, 5);
+
+    // One call per drain while paced; the rest in calls of two once it is not.
+    assert_eq!(e.push_queued("marketplace").await.unwrap().sent, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+    assert_eq!(e.store().outbox_depth("marketplace").await.unwrap().0, 3);
+    paced.store(false, Ordering::SeqCst);
+    assert_eq!(e.push_queued("marketplace").await.unwrap().sent, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), before + 3);
+    let after = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(after.converged(), "{}", after.table());
+}
