@@ -711,8 +711,8 @@ impl Store {
                 crate::planner::apply_change(&mut shown, &key.sku, change);
             }
         }
-        self.save_bindings(channel, &shown, now).await?;
         let mut tx = self.begin_write().await.ctx("taking writes as shown")?;
+        self.save_bindings_in(&mut tx, channel, &shown, now).await?;
         for chunk in applied.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO drift_history (channel, sku, field, location, desired, observed, cause, first_seen, resolved_at) \
