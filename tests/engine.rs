@@ -310,10 +310,19 @@ async fn a_suspicious_price_change_is_held_for_approval() {
     assert_ne!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
 }
 
-/// A connector whose pushes fail while `failing` is set (reads pass through).
+/// A connector whose pushes fail while `failing` is set, that asks for pacing while `paced`
+/// is set, and that counts its push calls (reads pass through; batches of `max_batch`).
+#[derive(Default)]
+struct Switches {
+    failing: Arc<AtomicBool>,
+    paced: Arc<AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+    max_batch: Option<usize>,
+}
+
 struct Flaky {
     inner: Arc<dyn Connector>,
-    failing: Arc<AtomicBool>,
+    switches: Arc<Switches>,
 }
 
 #[async_trait]
@@ -322,7 +331,11 @@ impl Connector for Flaky {
         self.inner.kind()
     }
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let inner = self.inner.capabilities();
+        Capabilities {
+            max_batch: self.switches.max_batch.unwrap_or(inner.max_batch),
+            ..inner
+        }
     }
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
         self.inner.healthcheck().await
@@ -334,7 +347,8 @@ impl Connector for Flaky {
         self.inner.read_skus(skus).await
     }
     async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
-        if self.failing.load(Ordering::SeqCst) {
+        self.switches.calls.fetch_add(1, Ordering::SeqCst);
+        if self.switches.failing.load(Ordering::SeqCst) {
             Err(ConnectorError::transient(
                 "push",
                 "HTTP 503: upstream unavailable",
@@ -343,9 +357,23 @@ impl Connector for Flaky {
             self.inner.push(batch).await
         }
     }
+    fn pacing(&self) -> Option<std::time::Duration> {
+        self.switches
+            .paced
+            .load(Ordering::SeqCst)
+            .then_some(std::time::Duration::from_secs(30))
+    }
 }
 
 fn engine_with_flaky_marketplace(s: &Setup, store: Store, failing: Arc<AtomicBool>) -> Engine {
+    let switches = Switches {
+        failing,
+        ..Switches::default()
+    };
+    engine_with_marketplace(s, store, Arc::new(switches))
+}
+
+fn engine_with_marketplace(s: &Setup, store: Store, switches: Arc<Switches>) -> Engine {
     let connectors = s
         .config
         .connectors
@@ -355,7 +383,7 @@ fn engine_with_flaky_marketplace(s: &Setup, store: Store, failing: Arc<AtomicBoo
             let conn: Arc<dyn Connector> = if c.id == "marketplace" {
                 Arc::new(Flaky {
                     inner: built,
-                    failing: failing.clone(),
+                    switches: switches.clone(),
                 })
             } else {
                 built
@@ -429,72 +457,16 @@ async fn orphans_and_unknown_skus_are_reported_not_touched() {
     );
 }
 
-/// A connector that asks for pacing while `paced` is set, with batches of two, counting
-/// its push calls.
-struct Paced {
-    inner: Arc<dyn Connector>,
-    paced: Arc<AtomicBool>,
-    calls: Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[async_trait]
-impl Connector for Paced {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_batch: 2,
-            ..self.inner.capabilities()
-        }
-    }
-    async fn healthcheck(&self) -> Result<(), ConnectorError> {
-        self.inner.healthcheck().await
-    }
-    async fn read_page(&self, cursor: Option<String>) -> Result<Page, ConnectorError> {
-        self.inner.read_page(cursor).await
-    }
-    async fn read_skus(&self, skus: &[String]) -> Result<Vec<Record>, ConnectorError> {
-        self.inner.read_skus(skus).await
-    }
-    async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.push(batch).await
-    }
-    fn pacing(&self) -> Option<std::time::Duration> {
-        self.paced
-            .load(Ordering::SeqCst)
-            .then_some(std::time::Duration::from_secs(30))
-    }
-}
-
 #[tokio::test]
 async fn a_channel_that_asks_for_pacing_gets_one_call_per_drain_and_none_from_a_pass() {
     let s = setup().await;
-    let (paced, calls) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    );
-    let connectors = s
-        .config
-        .connectors
-        .iter()
-        .map(|c| {
-            let built = omnisync::registry::build(&c.kind, &c.settings).unwrap();
-            let conn: Arc<dyn Connector> = if c.id == "marketplace" {
-                Arc::new(Paced {
-                    inner: built,
-                    paced: paced.clone(),
-                    calls: calls.clone(),
-                })
-            } else {
-                built
-            };
-            (c.id.clone(), conn)
-        })
-        .collect();
+    let switches = Arc::new(Switches {
+        max_batch: Some(2),
+        ..Switches::default()
+    });
+    let (paced, calls) = (&switches.paced, &switches.calls);
     let store = Store::open(&s.database).await.unwrap();
-    let e = Engine::with_connectors(s.config.clone(), store, connectors).unwrap();
+    let e = engine_with_marketplace(&s, store, switches.clone());
     assert!(e.reconcile(&Scope::default()).await.unwrap().converged());
 
     // Five stock changes at the source while the marketplace's API asks for pacing.
