@@ -310,16 +310,20 @@ async fn a_suspicious_price_change_is_held_for_approval() {
     assert_ne!(s.world.shopify.record(&item.sku).unwrap().offer, shown);
 }
 
-/// A connector whose pushes fail while `failing` is set, that asks for pacing while `paced`
-/// is set, and that counts its push calls (reads pass through; batches of `max_batch`).
+/// What a test switches on a [`Flaky`] connector.
 #[derive(Default)]
 struct Switches {
+    /// Pushes fail while set.
     failing: Arc<AtomicBool>,
+    /// It asks for pacing while set.
     paced: Arc<AtomicBool>,
+    /// Push calls made.
     calls: Arc<std::sync::atomic::AtomicU64>,
+    /// Batches of this many instead of the real connector's limit.
     max_batch: Option<usize>,
 }
 
+/// A real connector behind [`Switches`] (reads pass through).
 struct Flaky {
     inner: Arc<dyn Connector>,
     switches: Arc<Switches>,
