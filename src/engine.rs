@@ -632,30 +632,7 @@ impl Engine {
             // Stock a channel stopped showing on its own is a sale in flight: reserve it
             // before planning, so every other channel drops in this very pass.
             let expires = now + self.config.daemon.reservation_timeout_secs as i64 * 1000;
-            let mut sensed = Vec::new();
-            for ch in &self.channels {
-                let Some(p) = prepared.get(&ch.cfg.id) else {
-                    continue;
-                };
-                let ctx = PlanContext {
-                    now: started,
-                    source: &self.config.source_pricing,
-                    fx: &self.config.fx,
-                    promotions: &self.config.promotions,
-                    in_flight: &flight,
-                };
-                let drops = planner::unexplained_drops(
-                    &Self::spec(ch),
-                    &ctx,
-                    &items,
-                    &p.bound.observed,
-                    &p.prev,
-                    |sku| p.is_fresh(sku),
-                );
-                if !drops.is_empty() {
-                    sensed.push((ch.cfg.id.clone(), drops));
-                }
-            }
+            let sensed = self.unexplained_drops(&prepared, &items, &flight, started);
             for (channel, drops) in sensed {
                 if !scope.dry_run {
                     self.store
@@ -899,6 +876,39 @@ impl Engine {
         };
         crate::metrics::record_pass(kind, &report, clock.elapsed());
         Ok(report)
+    }
+
+    /// Per target channel, the stock it stopped showing on its own
+    /// ([`planner::unexplained_drops`]), given the units already in flight.
+    fn unexplained_drops(
+        &self,
+        prepared: &HashMap<String, Prepared>,
+        items: &[CanonicalItem],
+        flight: &HashMap<String, BTreeMap<String, i64>>,
+        now: OffsetDateTime,
+    ) -> Vec<(String, BTreeMap<String, i64>)> {
+        let ctx = PlanContext {
+            now,
+            source: &self.config.source_pricing,
+            fx: &self.config.fx,
+            promotions: &self.config.promotions,
+            in_flight: flight,
+        };
+        self.channels
+            .iter()
+            .filter_map(|ch| {
+                let p = prepared.get(&ch.cfg.id)?;
+                let drops = planner::unexplained_drops(
+                    &Self::spec(ch),
+                    &ctx,
+                    items,
+                    &p.bound.observed,
+                    &p.prev,
+                    |sku| p.is_fresh(sku),
+                );
+                (!drops.is_empty()).then(|| (ch.cfg.id.clone(), drops))
+            })
+            .collect()
     }
 
     /// Pushes what is due on every target in the report, reads the touched SKUs back,
