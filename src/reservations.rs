@@ -143,9 +143,10 @@ impl Store {
                 .await;
                 db(r, WHAT)?;
             }
+            // Another daemon on the same database may record the line first: nothing twice.
             let r = sqlx::query(
                 "INSERT INTO reservations (channel, event_id, line, sku, quantity, source_available, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (channel, event_id, line) DO NOTHING",
             )
             .bind(l.channel.as_str())
             .bind(l.event_id.as_str())
