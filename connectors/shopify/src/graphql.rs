@@ -128,6 +128,36 @@ impl CostGate {
         wait
     }
 
+    /// Takes `cost` points only if at least `keep_share` of the bucket (0.0–1.0) is left
+    /// afterwards, for requests that come first ([`CostGate::reserve`]); otherwise takes
+    /// nothing and says how long until the bucket, refilling, would allow it. Never takes
+    /// points in advance, so a request that comes first never waits behind this one.
+    /// Unknown bucket, or a cost the bucket can never hold → taken at once.
+    pub fn take_spare(&self, cost: f64, keep_share: f64) -> Result<(), Duration> {
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(b) = guard.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let refilled = b.available + b.restore * now.duration_since(b.at).as_secs_f64();
+        b.available = refilled.min(b.maximum);
+        b.at = now;
+        if cost > b.maximum || b.restore <= 0.0 {
+            b.available -= cost;
+            return Ok(());
+        }
+        // A reserve the bucket cannot hold beside this cost shrinks to what it can.
+        let keep = (b.maximum * keep_share.clamp(0.0, 1.0)).min(b.maximum - cost);
+        if b.available - cost >= keep {
+            b.available -= cost;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (cost + keep - b.available) / b.restore,
+            ))
+        }
+    }
+
     /// Gives back points reserved for a request that was not sent.
     pub fn release(&self, cost: f64) {
         let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,6 +201,8 @@ pub struct Gql {
     token: SecretString,
     gate: CostGate,
     max_wait: Duration,
+    /// The share of the bucket [`Gql::run_partial_spare`] leaves to other requests.
+    keep_share: f64,
 }
 
 impl Gql {
@@ -189,7 +221,15 @@ impl Gql {
             token,
             gate: CostGate::default(),
             max_wait,
+            keep_share: 0.0,
         }
+    }
+
+    /// Makes [`Gql::run_partial_spare`] leave `percent` of the cost bucket to other
+    /// requests.
+    pub fn with_reserve(mut self, percent: u8) -> Self {
+        self.keep_share = f64::from(percent.min(100)) / 100.0;
+        self
     }
 
     /// The operation name used in errors: `POST /admin/api/V/graphql.json (what)`.
@@ -223,6 +263,50 @@ impl Gql {
         query: &str,
         variables: Value,
     ) -> Result<Answer, ConnectorError> {
+        self.wait_first(what, estimated_cost).await?;
+        self.send(what, query, variables).await
+    }
+
+    /// Like [`Gql::run_partial`], for a request that yields the cost bucket to the others:
+    /// it waits (taking nothing meanwhile) until the bucket holds its cost plus the share
+    /// set by [`Gql::with_reserve`] ([`CostGate::take_spare`]).
+    pub async fn run_partial_spare(
+        &self,
+        what: &str,
+        estimated_cost: u32,
+        query: &str,
+        variables: Value,
+    ) -> Result<Answer, ConnectorError> {
+        let cost = f64::from(estimated_cost);
+        let mut waited = Duration::ZERO;
+        while let Err(wait) = self.gate.take_spare(cost, self.keep_share) {
+            if waited + wait > self.max_wait {
+                return Err(ConnectorError::throttled(
+                    self.operation(what),
+                    format!(
+                        "cost bucket short: waiting {:.1}s for {estimated_cost} points (and the stock reserve) exceeds max_cost_wait_secs",
+                        (waited + wait).as_secs_f64()
+                    ),
+                    Some(wait),
+                ));
+            }
+            tracing::debug!(
+                what,
+                wait_ms = wait.as_millis() as u64,
+                "leaving the shopify cost bucket to stock writes"
+            );
+            // Short steps: the bucket is read again after each, as other requests take
+            // from it first.
+            let step = wait.max(Duration::from_millis(5));
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+        self.send(what, query, variables).await
+    }
+
+    /// Waits until the cost bucket holds `estimated_cost` points, taking them at once
+    /// (requests after it wait behind it).
+    async fn wait_first(&self, what: &str, estimated_cost: u32) -> Result<(), ConnectorError> {
         let operation = self.operation(what);
         let cost = f64::from(estimated_cost);
         let wait = self.gate.reserve(cost);
@@ -245,6 +329,17 @@ impl Gql {
             );
             tokio::time::sleep(wait).await;
         }
+        Ok(())
+    }
+
+    /// Posts a document and decodes the answer; see [`Gql::run_partial`].
+    async fn send(
+        &self,
+        what: &str,
+        query: &str,
+        variables: Value,
+    ) -> Result<Answer, ConnectorError> {
+        let operation = self.operation(what);
         let body = serde_json::json!({ "query": query, "variables": variables });
         let request = self
             .http
@@ -388,6 +483,26 @@ mod tests {
         assert!(wait <= Duration::from_secs(2) && wait > Duration::from_millis(1900));
         // The reservation counts: the next request waits longer.
         assert!(gate.reserve(100.0) > wait);
+    }
+
+    #[test]
+    fn spare_requests_leave_the_reserve_and_never_take_in_advance() {
+        let gate = CostGate::default();
+        assert_eq!(
+            gate.take_spare(500.0, 0.1),
+            Ok(()),
+            "unknown bucket: at once"
+        );
+        gate.observe(status(300.0));
+        // 300 available, 250 + a reserve of 200 (10 % of 2000) needed: 150 short at 100/s.
+        let wait = gate.take_spare(250.0, 0.1).unwrap_err();
+        assert!(wait <= Duration::from_millis(1500) && wait > Duration::from_millis(1400));
+        // Nothing was taken: a request that comes first gets the points at once.
+        assert_eq!(gate.reserve(280.0), Duration::ZERO);
+        // 100 available: within the reserve, so the spare request still waits.
+        assert!(gate.take_spare(10.0, 0.1).is_err());
+        // With no reserve it fits.
+        assert_eq!(gate.take_spare(10.0, 0.0), Ok(()));
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub fn connect(settings: Settings) -> Result<ShopifyConnector, ConnectorError> {
         settings.endpoint_path(),
         token,
         Duration::from_secs(settings.max_cost_wait_secs),
-    );
+    )
+    .with_reserve(settings.stock_reserve_percent);
     Ok(ShopifyConnector {
         settings,
         gql,

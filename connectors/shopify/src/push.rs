@@ -528,8 +528,9 @@ async fn update_prices(
         fields.join(" ")
     );
     let cost = u32::try_from(groups.len() * 10).unwrap_or(u32::MAX);
+    // Prices yield the bucket to stock writes and reads (`stock_reserve_percent`).
     let answer = gql
-        .run_partial(what, cost, &query, Value::Object(variables))
+        .run_partial_spare(what, cost, &query, Value::Object(variables))
         .await?;
     let mut results = Vec::new();
     for (k, g) in groups.iter().enumerate() {

@@ -104,6 +104,13 @@ pub struct Settings {
     /// beyond that it answers `Throttled` with the wait as `retry_after`. Default 30.
     #[serde(default = "default_cost_wait")]
     pub max_cost_wait_secs: u64,
+    /// The share of the cost bucket, in percent, that price writes leave for stock writes
+    /// and reads: a price write waits until the bucket holds its cost plus this share,
+    /// while a stock write may take the bucket down to zero. With the daemon pushing
+    /// stock in a lane of its own, a sale elsewhere reaches the shop at once even while a
+    /// repricing drains the bucket. Default 10; at most 90.
+    #[serde(default = "default_stock_reserve")]
+    pub stock_reserve_percent: u8,
 }
 
 fn default_api_version() -> String {
@@ -154,6 +161,9 @@ fn default_download_timeout() -> u64 {
 fn default_cost_wait() -> u64 {
     30
 }
+fn default_stock_reserve() -> u8 {
+    10
+}
 
 impl Settings {
     /// Settings with every default, for `base_url` and `access_token`.
@@ -179,6 +189,7 @@ impl Settings {
             bulk_timeout_secs: default_bulk_timeout(),
             bulk_download_timeout_secs: default_download_timeout(),
             max_cost_wait_secs: default_cost_wait(),
+            stock_reserve_percent: default_stock_reserve(),
         }
     }
 
@@ -243,6 +254,12 @@ impl Settings {
         }
         if self.request_timeout_secs == 0 {
             return bad("request_timeout_secs", "must be at least 1");
+        }
+        if self.stock_reserve_percent > 90 {
+            return bad(
+                "stock_reserve_percent",
+                "must be at most 90: price writes need part of the bucket too",
+            );
         }
         Ok(())
     }
