@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, ConnectorConfig, Role};
-use crate::outbox::{self, DrainStats, now_ms};
+use crate::outbox::{self, DrainStats, Lane, now_ms};
 use crate::planner::stock::StockMode;
 use crate::planner::{
     self, CanonicalItem, Cause, ChannelPlan, Field, Observed, PlanContext, Planned, PrevState,
@@ -98,8 +98,9 @@ pub struct Engine {
     store: Store,
     channels: Vec<Channel>,
     gate: tokio::sync::Mutex<()>,
-    /// One push lane per target channel: two drains of one channel never run at once.
-    lanes: HashMap<String, tokio::sync::Mutex<()>>,
+    /// One mutex per push lane of a target channel ([`Engine::push_lanes`]): two drains
+    /// of one lane never run at once.
+    lanes: HashMap<(String, Lane), tokio::sync::Mutex<()>>,
 }
 
 /// What [`Engine::push_queued`] did on one channel.
@@ -112,6 +113,17 @@ pub struct Pushed {
     /// SKUs to read again from the channel: compare-and-set refusals (the channel moved)
     /// and created listings (their ids are known only from a read).
     pub reread: Vec<String>,
+}
+
+impl Pushed {
+    /// Adds what another lane of the same channel pushed.
+    fn merge(&mut self, other: Pushed) {
+        self.sent += other.sent;
+        self.applied += other.applied;
+        self.reread.extend(other.reread);
+        self.reread.sort();
+        self.reread.dedup();
+    }
 }
 
 /// A target's read, bound to canonical items.
@@ -203,10 +215,13 @@ impl Engine {
                 notice,
             });
         }
-        let lanes = config
-            .connectors
+        let lanes = channels
             .iter()
-            .map(|c| (c.id.clone(), tokio::sync::Mutex::new(())))
+            .flat_map(|ch| {
+                Self::lanes_of(ch)
+                    .iter()
+                    .map(|&lane| ((ch.cfg.id.clone(), lane), tokio::sync::Mutex::new(())))
+            })
             .collect();
         Ok(Engine {
             config: Arc::new(config),
@@ -938,23 +953,34 @@ impl Engine {
         let item_by_sku: HashMap<&str, &CanonicalItem> =
             items.iter().map(|i| (i.sku.as_str(), i)).collect();
         for round in 0..3 {
-            let drains = futures::future::join_all(targets.iter().map(|ch| async move {
-                let _lane = self.lane(&ch.cfg.id).await;
-                let stats = outbox::drain(
-                    &self.store,
-                    &ch.cfg.id,
-                    &ch.connector,
-                    run_id,
-                    &self.config.daemon.outbox,
-                    outbox::Claim::Due,
-                )
-                .await;
-                (*ch, stats)
+            let drains = futures::future::join_all(targets.iter().flat_map(|ch| {
+                Self::lanes_of(ch).iter().map(move |&lane| async move {
+                    let _lane = self.lane(&ch.cfg.id, lane).await;
+                    let stats = outbox::drain(
+                        &self.store,
+                        &ch.cfg.id,
+                        lane,
+                        &ch.connector,
+                        run_id,
+                        &self.config.daemon.outbox,
+                        outbox::Claim::Due,
+                    )
+                    .await;
+                    (*ch, stats)
+                })
             }))
             .await;
-            let mut any_stale = false;
+            // One entry per channel, its lanes' drains added up.
+            let mut by_channel: Vec<(&Channel, DrainStats)> = Vec::with_capacity(targets.len());
             for (ch, stats) in drains {
-                let stats: DrainStats = stats?;
+                let stats = stats?;
+                match by_channel.iter_mut().find(|(c, _)| c.cfg.id == ch.cfg.id) {
+                    Some((_, all)) => all.merge(stats),
+                    None => by_channel.push((ch, stats)),
+                }
+            }
+            let mut any_stale = false;
+            for (ch, stats) in by_channel {
                 let cr = channel_report(report, &ch.cfg.id);
                 cr.corrections.sent += stats.sent;
                 cr.corrections.failed += stats.dead;
@@ -1040,11 +1066,31 @@ impl Engine {
         Ok(())
     }
 
-    async fn lane(&self, channel: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.lanes.get(channel) {
+    async fn lane(&self, channel: &str, lane: Lane) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.lanes.get(&(channel.to_string(), lane)) {
             Some(lane) => Some(lane.lock().await),
             None => None,
         }
+    }
+
+    /// The lanes a channel's queue is pushed in: stock apart from the rest when the
+    /// connector's calls for them do not hold each other up ([`Capabilities::stock_lane`]),
+    /// otherwise one.
+    fn lanes_of(ch: &Channel) -> &'static [Lane] {
+        if ch.caps.stock_lane {
+            &[Lane::Stock, Lane::Rest]
+        } else {
+            &[Lane::All]
+        }
+    }
+
+    /// The lanes `channel`'s queue is pushed in, each by a drain of its own (empty for a
+    /// channel that is not a target).
+    pub fn push_lanes(&self, channel: &str) -> &'static [Lane] {
+        self.channels
+            .iter()
+            .find(|c| c.cfg.id == channel && Self::is_target(c))
+            .map_or(&[], Self::lanes_of)
     }
 
     /// The ids of the target channels.
@@ -1061,16 +1107,39 @@ impl Engine {
     /// value, the difference closes, the value is marked for [`Engine::read_back_pending`]).
     /// Returns the SKUs the channel must be read again for (compare-and-set refusals,
     /// created listings); the caller runs a pass over them.
+    /// Its lanes ([`Engine::push_lanes`]) are pushed concurrently.
     pub async fn push_queued(&self, channel: &str) -> anyhow::Result<Pushed> {
-        self.push_claimed(channel, outbox::Claim::Due, true).await
+        let lanes = self.push_lanes(channel);
+        if lanes.is_empty() {
+            bail!("no target channel {channel:?}");
+        }
+        let pushes = futures::future::join_all(
+            lanes
+                .iter()
+                .map(|&lane| self.push_claimed(channel, lane, outbox::Claim::Due, true)),
+        )
+        .await;
+        let mut all = Pushed::default();
+        for pushed in pushes {
+            all.merge(pushed?);
+        }
+        Ok(all)
     }
 
-    /// Drains `claim` of one channel's queue and takes what was applied as shown. With
-    /// `wait: false` a channel whose lane is busy (its pusher or a pass is pushing) is
+    /// Like [`Engine::push_queued`], for one of the channel's lanes: what a channel's
+    /// pusher for that lane does.
+    pub async fn push_lane(&self, channel: &str, lane: Lane) -> anyhow::Result<Pushed> {
+        self.push_claimed(channel, lane, outbox::Claim::Due, true)
+            .await
+    }
+
+    /// Drains `claim` of one lane of a channel's queue and takes what was applied as
+    /// shown. With `wait: false` a lane that is busy (its pusher or a pass is pushing) is
     /// skipped: that drain pushes what is due anyway.
     async fn push_claimed(
         &self,
         channel: &str,
+        lane: Lane,
         claim: outbox::Claim,
         wait: bool,
     ) -> anyhow::Result<Pushed> {
@@ -1082,16 +1151,17 @@ impl Engine {
             bail!("no target channel {channel:?}");
         };
         let stats = {
-            let _lane = match self.lanes.get(channel) {
-                Some(lane) if !wait => match lane.try_lock() {
+            let _lane = match self.lanes.get(&(channel.to_string(), lane)) {
+                Some(mutex) if !wait => match mutex.try_lock() {
                     Ok(guard) => Some(guard),
                     Err(_) => return Ok(Pushed::default()),
                 },
-                _ => self.lane(channel).await,
+                _ => self.lane(channel, lane).await,
             };
             outbox::drain(
                 &self.store,
                 channel,
+                lane,
                 &ch.connector,
                 0,
                 &self.config.daemon.outbox,
@@ -1163,8 +1233,13 @@ impl Engine {
             .filter(|c| Self::is_target(c) && c.connector.pacing().is_none())
         {
             let wait = ch.cfg.push_window_ms.max(STRAGGLER_MS) as i64;
-            let claim = outbox::Claim::QueuedBefore(now_ms() - wait);
-            sent += self.push_claimed(&ch.cfg.id, claim, false).await?.sent;
+            for &lane in Self::lanes_of(ch) {
+                let claim = outbox::Claim::QueuedBefore(now_ms() - wait);
+                sent += self
+                    .push_claimed(&ch.cfg.id, lane, claim, false)
+                    .await?
+                    .sent;
+            }
         }
         Ok(sent)
     }

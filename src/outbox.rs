@@ -13,6 +13,7 @@ use omnisync_sdk::{Change, Connector, Correction, PushOutcome};
 
 use crate::config::OutboxSection;
 use crate::planner::StateKey;
+pub use crate::store::Lane;
 use crate::store::{OutboxRow, Settled, Store, StoreError};
 
 /// What one drain did.
@@ -36,6 +37,21 @@ pub struct DrainStats {
     pub applied_changes: Vec<(StateKey, String, Change)>,
     /// The values refused by compare-and-set.
     pub stale_keys: Vec<StateKey>,
+}
+
+impl DrainStats {
+    /// Adds what another drain of the same channel (another lane) did.
+    pub fn merge(&mut self, other: DrainStats) {
+        self.sent += other.sent;
+        self.applied += other.applied;
+        self.stale += other.stale;
+        self.dead += other.dead;
+        self.rescheduled += other.rescheduled;
+        self.batches += other.batches;
+        self.touched.extend(other.touched);
+        self.applied_changes.extend(other.applied_changes);
+        self.stale_keys.extend(other.stale_keys);
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -71,28 +87,28 @@ pub enum Claim {
     QueuedBefore(i64),
 }
 
-/// Pushes every correction of `channel` that is due now (of the kind `claim` says). Returns
-/// when none is left due, or after one call when the connector asks for pacing
-/// ([`Connector::pacing`]).
+/// Pushes every correction of `channel`'s `lane` that is due now (of the kind `claim`
+/// says). Returns when none is left due, or after one call when the connector asks for
+/// pacing ([`Connector::pacing`]).
 pub async fn drain(
     store: &Store,
     channel: &str,
+    lane: Lane,
     connector: &Arc<dyn Connector>,
     run_id: i64,
     cfg: &OutboxSection,
     claim: Claim,
 ) -> Result<DrainStats, StoreError> {
     let max_batch = connector.capabilities().max_batch.max(1);
+    let before = match claim {
+        Claim::Due => None,
+        Claim::QueuedBefore(t) => Some(t),
+    };
     let mut stats = DrainStats::default();
     loop {
-        let rows = match claim {
-            Claim::Due => store.claim(channel, max_batch, now_ms()).await?,
-            Claim::QueuedBefore(t) => {
-                store
-                    .claim_queued_before(channel, max_batch, now_ms(), t)
-                    .await?
-            }
-        };
+        let rows = store
+            .claim_in(channel, lane, max_batch, now_ms(), before)
+            .await?;
         if rows.is_empty() {
             return Ok(stats);
         }

@@ -116,6 +116,28 @@ pub enum Settled {
     },
 }
 
+/// A part of a channel's outbox that is pushed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Every correction.
+    All,
+    /// Stock corrections only.
+    Stock,
+    /// Everything but stock (offers, listings).
+    Rest,
+}
+
+impl Lane {
+    /// The lane's name, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::All => "all",
+            Lane::Stock => "stock",
+            Lane::Rest => "rest",
+        }
+    }
+}
+
 /// A run as listed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunRow {
@@ -1027,7 +1049,7 @@ impl Store {
 
     /// Claims up to `limit` due corrections of a channel, oldest first.
     pub async fn claim(&self, channel: &str, limit: usize, now: i64) -> Result<Vec<OutboxRow>> {
-        self.claim_where(channel, limit, now, None).await
+        self.claim_in(channel, Lane::All, limit, now, None).await
     }
 
     /// Like [`Store::claim`], only corrections queued (or last changed) at `before` or
@@ -1039,32 +1061,40 @@ impl Store {
         now: i64,
         before: i64,
     ) -> Result<Vec<OutboxRow>> {
-        self.claim_where(channel, limit, now, Some(before)).await
+        self.claim_in(channel, Lane::All, limit, now, Some(before))
+            .await
     }
 
-    async fn claim_where(
+    /// Claims up to `limit` due corrections of one [`Lane`] of a channel, oldest first;
+    /// with `before`, only those queued (or last changed) at that time or earlier.
+    pub async fn claim_in(
         &self,
         channel: &str,
+        lane: Lane,
         limit: usize,
         now: i64,
         before: Option<i64>,
     ) -> Result<Vec<OutboxRow>> {
-        let query = match before {
-            None => sqlx::query(
-                "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
-                 FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 ORDER BY id LIMIT $3",
-            )
-            .bind(channel)
-            .bind(now),
-            Some(before) => sqlx::query(
-                "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
-                 FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 \
-                 AND updated_at <= $3 ORDER BY id LIMIT $4",
-            )
+        macro_rules! claim {
+            ($lane:literal) => {
+                concat!(
+                    "SELECT id, sku, field, location, value, change, external_id, refs, idempotency_key, attempts \
+                     FROM outbox WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 \
+                     AND updated_at <= $3",
+                    $lane,
+                    " ORDER BY id LIMIT $4"
+                )
+            };
+        }
+        let sql = match lane {
+            Lane::All => claim!(""),
+            Lane::Stock => claim!(" AND field = 'stock'"),
+            Lane::Rest => claim!(" AND field <> 'stock'"),
+        };
+        let query = sqlx::query(sql)
             .bind(channel)
             .bind(now)
-            .bind(before),
-        };
+            .bind(before.unwrap_or(i64::MAX));
         let rows = query
             .bind(limit as i64)
             .fetch_all(&self.pool)

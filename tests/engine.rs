@@ -12,8 +12,8 @@ use omnisync::report::{ChannelReport, RunReport};
 use omnisync::store::Store;
 use omnisync_sdk::sim::{Fault, SimControl, SimRecord};
 use omnisync_sdk::{
-    Capabilities, Connector, ConnectorError, Correction, Currency, Money, Offer, Page, PushOutcome,
-    Record,
+    Capabilities, Change, Connector, ConnectorError, Correction, Currency, Money, Offer, Page,
+    PushOutcome, Record,
 };
 use time::OffsetDateTime;
 
@@ -321,6 +321,8 @@ struct Switches {
     calls: Arc<std::sync::atomic::AtomicU64>,
     /// Batches of this many instead of the real connector's limit.
     max_batch: Option<usize>,
+    /// A push with a price in it waits while the test holds this for writing.
+    offers: tokio::sync::RwLock<()>,
 }
 
 /// A real connector behind [`Switches`] (reads pass through).
@@ -352,6 +354,13 @@ impl Connector for Flaky {
     }
     async fn push(&self, batch: &[Correction]) -> Result<Vec<PushOutcome>, ConnectorError> {
         self.switches.calls.fetch_add(1, Ordering::SeqCst);
+        let _offers = match batch
+            .iter()
+            .any(|c| matches!(c.change, Change::Offer { .. }))
+        {
+            true => Some(self.switches.offers.read().await),
+            false => None,
+        };
         if self.switches.failing.load(Ordering::SeqCst) {
             Err(ConnectorError::transient(
                 "push",
@@ -378,13 +387,18 @@ fn engine_with_flaky_marketplace(s: &Setup, store: Store, failing: Arc<AtomicBoo
 }
 
 fn engine_with_marketplace(s: &Setup, store: Store, switches: Arc<Switches>) -> Engine {
+    engine_with_switched(s, store, "marketplace", switches)
+}
+
+/// An engine whose `channel` connector is wrapped in a [`Flaky`] with `switches`.
+fn engine_with_switched(s: &Setup, store: Store, channel: &str, switches: Arc<Switches>) -> Engine {
     let connectors = s
         .config
         .connectors
         .iter()
         .map(|c| {
             let built = omnisync::registry::build(&c.kind, &c.settings).unwrap();
-            let conn: Arc<dyn Connector> = if c.id == "marketplace" {
+            let conn: Arc<dyn Connector> = if c.id == channel {
                 Arc::new(Flaky {
                     inner: built,
                     switches: switches.clone(),
@@ -503,4 +517,77 @@ async fn a_channel_that_asks_for_pacing_gets_one_call_per_drain_and_none_from_a_
     assert_eq!(calls.load(Ordering::SeqCst), before + 3);
     let after = e.reconcile(&Scope::default()).await.unwrap();
     assert!(after.converged(), "{}", after.table());
+}
+
+/// Where a connector keeps stock and price calls apart (Shopify), stock is pushed in a lane
+/// of its own: a sale's stock reaches the shop while a price write to it is held up (in
+/// production: waiting for the API's cost budget during a repricing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_write_does_not_wait_behind_a_held_up_price_write() {
+    let s = setup().await;
+    let switches = Arc::new(Switches::default());
+    let store = Store::open(&s.database).await.unwrap();
+    let e = engine_with_switched(&s, store, "webshop", switches.clone());
+    let baseline = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(baseline.converged(), "{}", baseline.table());
+    assert_eq!(
+        e.push_lanes("webshop"),
+        [omnisync::outbox::Lane::Stock, omnisync::outbox::Lane::Rest]
+    );
+
+    let (priced, stocked) = (catalog_item(3).sku, catalog_item(5).sku);
+    let old_price = s.world.shopify.record(&priced).unwrap().offer;
+    let erp = s.world.tryton.record(&priced).unwrap().offer;
+    assert!(s.world.tryton.set_offer(
+        &priced,
+        Offer::regular(Money::new(erp.price.minor * 11 / 10, erp.price.currency)),
+    ));
+    let central = omnisync::demo::LOCATIONS[2].1;
+    let on_hand = s.world.tryton.record(&stocked).unwrap().stock[central];
+    assert!(s.world.tryton.set_stock(&stocked, central, on_hand + 4));
+    let old_stock = s.world.shopify.record(&stocked).unwrap().stock;
+    let queued = e
+        .reconcile(&Scope {
+            skus: Some(vec![priced.clone(), stocked.clone()]),
+            enqueue_only: true,
+            ..Scope::default()
+        })
+        .await
+        .unwrap();
+    let queued = channel(&queued, "webshop").corrections.queued;
+    assert!(queued >= 2, "{queued}");
+
+    // Price writes wait; the push of both lanes starts.
+    let hold = switches.offers.write().await;
+    let world = &s.world;
+    let watch = async move {
+        while world.shopify.record(&stocked).unwrap().stock == old_stock {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let price_was_held = world.shopify.record(&priced).unwrap().offer == old_price;
+        drop(hold);
+        price_was_held
+    };
+    // The limit only keeps a broken lane from hanging the test.
+    let (pushed, watched) = tokio::join!(
+        e.push_queued("webshop"),
+        tokio::time::timeout(std::time::Duration::from_secs(60), watch)
+    );
+    let price_was_held = watched.expect("the stock write waited behind the held price write");
+    assert!(price_was_held, "the price write was not held");
+    let pushed = pushed.unwrap();
+    assert_eq!(
+        (pushed.sent, pushed.applied),
+        (queued, queued),
+        "{pushed:?}"
+    );
+    assert_ne!(
+        s.world.shopify.record(&catalog_item(3).sku).unwrap().offer,
+        old_price
+    );
+    // The other channels' corrections were queued too: a pass pushes them, and then
+    // every channel agrees.
+    e.reconcile(&Scope::default()).await.unwrap();
+    let r = e.reconcile(&Scope::default()).await.unwrap();
+    assert!(r.converged(), "{}", r.table());
 }

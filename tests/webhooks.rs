@@ -116,6 +116,7 @@ impl Connector for Fake {
             compare_and_set: false,
             max_batch: 50,
             max_read_batch: 50,
+            stock_lane: false,
         }
     }
 

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Scope};
-use crate::outbox::now_ms;
+use crate::outbox::{Lane, now_ms};
 use crate::store::{Store, StoreError};
 
 pub(crate) mod writer;
@@ -406,8 +406,9 @@ pub struct Processor {
     wake: Arc<Notify>,
     coalesce: Duration,
     refs: HashMap<String, RefMap>,
-    /// Wakes each target channel's pusher (while [`Processor::run`] runs).
-    pushers: HashMap<String, Arc<Notify>>,
+    /// Wakes each target channel's pushers, one per push lane (while [`Processor::run`]
+    /// runs).
+    pushers: HashMap<String, Vec<Arc<Notify>>>,
 }
 
 impl Processor {
@@ -439,7 +440,8 @@ impl Processor {
         let mut backoff = MIN_BACKOFF;
         let read_back_delay =
             Duration::from_millis(self.engine.config().daemon.http.read_back_delay_ms);
-        // One pusher per target channel: a slow channel holds back no other.
+        // One pusher per target channel and push lane: a slow channel holds back no
+        // other, and a channel's stock waits for none of its price writes.
         let mut pushers = tokio::task::JoinSet::new();
         for id in self.engine.target_ids() {
             let window = Duration::from_millis(
@@ -450,30 +452,35 @@ impl Processor {
                     .find(|c| c.id == id)
                     .map_or(0, |c| c.push_window_ms),
             );
-            let kick = Arc::new(Notify::new());
-            // What is queued from before a restart is pushed at once.
-            kick.notify_one();
-            self.pushers.insert(id.clone(), kick.clone());
-            let (engine, stop) = (self.engine.clone(), stop.clone());
-            pushers.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = kick.notified() => {}
-                    }
-                    // The channel's window, or longer when its API's reported usage asks
-                    // for it: corrections queued meanwhile go in the same call.
-                    let paced = engine.connector(&id).and_then(|c| c.pacing());
-                    let wait = paced.map_or(window, |p| p.max(window));
-                    if !wait.is_zero() {
+            for &lane in self.engine.push_lanes(&id) {
+                let kick = Arc::new(Notify::new());
+                // What is queued from before a restart is pushed at once.
+                kick.notify_one();
+                self.pushers
+                    .entry(id.clone())
+                    .or_default()
+                    .push(kick.clone());
+                let (engine, stop, id) = (self.engine.clone(), stop.clone(), id.clone());
+                pushers.spawn(async move {
+                    loop {
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(wait) => {}
+                            _ = kick.notified() => {}
                         }
+                        // The channel's window, or longer when its API's reported usage
+                        // asks for it: corrections queued meanwhile go in the same call.
+                        let paced = engine.connector(&id).and_then(|c| c.pacing());
+                        let wait = paced.map_or(window, |p| p.max(window));
+                        if !wait.is_zero() {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                        push_channel(&engine, &id, Some(lane)).await;
                     }
-                    push_channel(&engine, &id).await;
-                }
-            });
+                });
+            }
         }
         // Writes taken as shown may wait from before a restart: look once at the start.
         let mut read_back_waiting = true;
@@ -722,8 +729,8 @@ impl Processor {
             // runs, here otherwise.
             for c in report.channels.iter().filter(|c| c.corrections.queued > 0) {
                 match self.pushers.get(&c.id) {
-                    Some(kick) => kick.notify_one(),
-                    None => push_channel(&self.engine, &c.id).await,
+                    Some(kicks) => kicks.iter().for_each(|k| k.notify_one()),
+                    None => push_channel(&self.engine, &c.id, None).await,
                 }
             }
             let done: Vec<(i64, InboxStatus, Option<String>)> = covered
@@ -811,13 +818,18 @@ impl Processor {
     }
 }
 
-/// Pushes one channel's queue ([`Engine::push_queued`]); SKUs the channel must be read
-/// again for (compare-and-set refusals, created listings) get a pass of their own, which
-/// queues their corrections afresh, and are pushed again: three rounds at most, the rest
-/// is left to the next pass or the full reconcile.
-async fn push_channel(engine: &Engine, channel: &str) {
+/// Pushes one channel's queue, one lane of it ([`Engine::push_lane`]) or all
+/// ([`Engine::push_queued`]); SKUs the channel must be read again for (compare-and-set
+/// refusals, created listings) get a pass of their own, which queues their corrections
+/// afresh, and are pushed again: three rounds at most, the rest is left to the next pass
+/// or the full reconcile.
+async fn push_channel(engine: &Engine, channel: &str, lane: Option<Lane>) {
     for _ in 0..3 {
-        let pushed = match engine.push_queued(channel).await {
+        let pushed = match lane {
+            Some(lane) => engine.push_lane(channel, lane).await,
+            None => engine.push_queued(channel).await,
+        };
+        let pushed = match pushed {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(

@@ -866,6 +866,7 @@ impl Connector for EbayConnector {
             compare_and_set: false,
             max_batch: self.settings.max_batch,
             max_read_batch: self.settings.max_read_batch,
+            stock_lane: false,
         }
     }
 

@@ -494,6 +494,7 @@ impl Connector for Bare {
             compare_and_set: false,
             max_batch: 1,
             max_read_batch: 1,
+            stock_lane: false,
         }
     }
     async fn healthcheck(&self) -> Result<(), ConnectorError> {

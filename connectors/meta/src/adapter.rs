@@ -797,6 +797,7 @@ impl Connector for MetaConnector {
             compare_and_set: false,
             max_batch: self.settings.batch_size,
             max_read_batch: self.settings.read_batch,
+            stock_lane: false,
         }
     }
 

@@ -36,6 +36,11 @@ pub struct Capabilities {
     pub max_batch: usize,
     /// The most records worth asking for in one [`Connector::read_skus`] call.
     pub max_read_batch: usize,
+    /// Stock and the other writes go in separate API calls that do not hold each other
+    /// up: the daemon then pushes stock corrections in a lane of their own, so a stock
+    /// write (a sale elsewhere) never queues behind price writes waiting for the API's
+    /// budget. The connector should give its stock calls first claim on that budget.
+    pub stock_lane: bool,
 }
 
 /// One page of a full read.

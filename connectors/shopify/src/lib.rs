@@ -344,6 +344,7 @@ impl Connector for ShopifyConnector {
             compare_and_set: true,
             max_batch: self.settings.max_input_array,
             max_read_batch: self.fit(),
+            stock_lane: true,
         }
     }
 

@@ -500,6 +500,7 @@ impl Connector for TrytonConnector {
             // Read-only: push accepts nothing.
             max_batch: 0,
             max_read_batch: self.read_batch,
+            stock_lane: false,
         }
     }
 
