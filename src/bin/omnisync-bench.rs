@@ -1356,6 +1356,73 @@ struct Change {
     arrived: Vec<Option<Duration>>,
 }
 
+/// The watcher's figures for one kind of change (`Change::kind`), indexed like the targets.
+#[derive(Clone)]
+struct KindLatency {
+    /// Latency to each target of the changes that arrived at every target (the values
+    /// `per_target` records).
+    per_target: Vec<Histogram<u64>>,
+    /// Changes not shown by each target within the bound (as `missed_by_target`).
+    missed_by_target: Vec<u64>,
+}
+
+impl KindLatency {
+    fn new(targets: usize) -> Result<Self> {
+        Ok(Self {
+            per_target: (0..targets).map(|_| histogram()).collect::<Result<_>>()?,
+            missed_by_target: vec![0; targets],
+        })
+    }
+
+    /// `{target id: summary + "missed"}` for the JSON result.
+    fn to_json(&self, target_ids: &[String]) -> Value {
+        let by_target: serde_json::Map<String, Value> = target_ids
+            .iter()
+            .zip(&self.per_target)
+            .zip(&self.missed_by_target)
+            .map(|((id, h), &missed)| {
+                let mut s = summary(h);
+                if let Some(o) = s.as_object_mut() {
+                    o.insert("missed".into(), missed.into());
+                }
+                (id.clone(), s)
+            })
+            .collect();
+        Value::Object(by_target)
+    }
+
+    /// `webshop p99 143.0 ms, social p99 4.8 s (2 not arrived)` for the human summary.
+    fn brief(&self, target_ids: &[String]) -> String {
+        target_ids
+            .iter()
+            .zip(&self.per_target)
+            .zip(&self.missed_by_target)
+            .map(|((id, h), &missed)| {
+                let p99 = if h.is_empty() {
+                    "no samples".to_string()
+                } else {
+                    format!("p99 {}", short_latency(h.value_at_quantile(0.99)))
+                };
+                if missed > 0 {
+                    format!("{id} {p99} ({missed} not arrived)")
+                } else {
+                    format!("{id} {p99}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A latency in microseconds for a short summary line: `143.0 ms`, `4.8 s`.
+fn short_latency(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.1} s", us as f64 / 1_000_000.0)
+    } else {
+        format!("{:.1} ms", ms(us))
+    }
+}
+
 /// Picks a change of `erp` that moves what every target should show, applies nothing.
 /// Price: ±10–30 % (under the webshop's 60 % guard), whole NOK. Stock: a new quantity
 /// 3–52 in the central warehouse (the location every target counts; the marketplace shows
@@ -1482,6 +1549,9 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
             let mut per_target: Vec<Histogram<u64>> =
                 targets.iter().map(|_| histogram()).collect::<Result<_>>()?;
             let mut missed_by_target = vec![0u64; targets.len()];
+            // The same split by kind of change; an entry appears with a kind's first change.
+            let blank = KindLatency::new(targets.len())?;
+            let mut by_kind: BTreeMap<&'static str, KindLatency> = BTreeMap::new();
             let mut missed: Vec<Value> = Vec::new();
             let mut open: Vec<Change> = Vec::new();
             let (mut arrived, mut never) = (0u64, 0u64);
@@ -1497,10 +1567,12 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                         }
                     }
                     if c.arrived.iter().all(Option::is_some) {
+                        let of_kind = by_kind.entry(c.kind).or_insert_with(|| blank.clone());
                         let mut last = Duration::ZERO;
                         for (k, d) in c.arrived.iter().enumerate() {
                             let d = d.unwrap_or_default();
                             record(&mut per_target[k], d);
+                            record(&mut of_kind.per_target[k], d);
                             last = last.max(d);
                         }
                         record(&mut overall, last);
@@ -1511,9 +1583,11 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                     if now.duration_since(c.at) > bound {
                         never += 1;
                         record(&mut censored, bound + Duration::from_millis(1));
+                        let of_kind = by_kind.entry(c.kind).or_insert_with(|| blank.clone());
                         for (k, d) in c.arrived.iter().enumerate() {
                             if d.is_none() {
                                 missed_by_target[k] += 1;
+                                of_kind.missed_by_target[k] += 1;
                             }
                         }
                         if missed.len() < 10 {
@@ -1541,6 +1615,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                 arrived,
                 never,
                 missed_by_target,
+                by_kind,
                 missed,
                 scan_max,
             ))
@@ -1663,8 +1738,17 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
         a.bound_ms
     ));
     while posts.join_next().await.is_some() {}
-    let (overall, censored, per_target, arrived, never, missed_by_target, missed, scan_max) =
-        watcher.await.context("the watcher panicked")??;
+    let (
+        overall,
+        censored,
+        per_target,
+        arrived,
+        never,
+        missed_by_target,
+        by_kind,
+        missed,
+        scan_max,
+    ) = watcher.await.context("the watcher panicked")??;
     let after = h.daemon.webhook_stats().snapshot();
     let passes = pass_stats(h.store(), runs_before).await?;
     let sims = h.sim_stats();
@@ -1705,6 +1789,12 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
     for (k, id) in target_ids.iter().enumerate() {
         println!("  {id:<12} {}", brief(&per_target[k]));
     }
+    // The same split by kind of change (a price can be paced by a budget that stock is not).
+    if by_kind.len() > 1 {
+        for (kind, of_kind) in &by_kind {
+            println!("  {kind:>6}: {}", of_kind.brief(&target_ids));
+        }
+    }
     println!(
         "not arrived within {} ms: {never} (by target: {:?})",
         a.bound_ms,
@@ -1734,6 +1824,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
         "latency_all_changes_censored": summary(&censored),
         "p99_all_changes_ms": if p99 > a.bound_ms as f64 { json!(format!("> {}", a.bound_ms)) } else { json!(p99) },
         "latency_by_target": target_ids.iter().cloned().zip(per_target.iter().map(summary)).collect::<BTreeMap<_, _>>(),
+        "by_kind": by_kind.iter().map(|(kind, of_kind)| (*kind, of_kind.to_json(&target_ids))).collect::<BTreeMap<_, _>>(),
         "hint_ack": summary(&hint_ack),
         "hint_errors": hint_errors,
         "hint_first_error": hint_first_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
