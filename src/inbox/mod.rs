@@ -468,9 +468,15 @@ impl Processor {
                             _ = kick.notified() => {}
                         }
                         // The channel's window, or longer when its API's reported usage
-                        // asks for it: corrections queued meanwhile go in the same call.
-                        let paced = engine.connector(&id).and_then(|c| c.pacing());
-                        let wait = paced.map_or(window, |p| p.max(window));
+                        // (or, for stock in a lane of its own, its budget) asks for it:
+                        // corrections queued meanwhile go in the same call.
+                        let connector = engine.connector(&id);
+                        let paced = connector.as_ref().and_then(|c| c.pacing());
+                        let mut wait = paced.map_or(window, |p| p.max(window));
+                        // Stock of its own lane: as long as the API's budget asks.
+                        if let (Lane::Stock, Some(c)) = (lane, &connector) {
+                            wait = wait.max(c.stock_window());
+                        }
                         if !wait.is_zero() {
                             tokio::select! {
                                 _ = stop.cancelled() => break,

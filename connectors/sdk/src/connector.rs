@@ -154,6 +154,14 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// How long the stock lane's pusher ([`Capabilities::stock_lane`]) should let stock
+    /// corrections collect before its next push call: an API that charges its budget per
+    /// call, whatever the call carries, gets fewer and fuller calls while that budget is
+    /// short. Asked before every stock push; synchronous and cheap. Default zero.
+    fn stock_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The connector's webhook support, if its system sends webhooks.
     fn webhooks(&self) -> Option<&dyn crate::webhook::WebhookHandler> {
         None

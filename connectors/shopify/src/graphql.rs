@@ -158,6 +158,18 @@ impl CostGate {
         }
     }
 
+    /// The share of the bucket available now (0.0–1.0, refilled since the last answer);
+    /// `None` before the first answer.
+    pub fn level(&self) -> Option<f64> {
+        let guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let b = guard.as_ref()?;
+        if b.maximum <= 0.0 {
+            return None;
+        }
+        let refilled = b.available + b.restore * b.at.elapsed().as_secs_f64();
+        Some((refilled / b.maximum).clamp(0.0, 1.0))
+    }
+
     /// Gives back points reserved for a request that was not sent.
     pub fn release(&self, cost: f64) {
         let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
@@ -223,6 +235,11 @@ impl Gql {
             max_wait,
             keep_share: 0.0,
         }
+    }
+
+    /// The share of the cost bucket available now; see [`CostGate::level`].
+    pub fn bucket_level(&self) -> Option<f64> {
+        self.gate.level()
     }
 
     /// Makes [`Gql::run_partial_spare`] leave `percent` of the cost bucket to other
@@ -503,6 +520,17 @@ mod tests {
         assert!(gate.take_spare(10.0, 0.1).is_err());
         // With no reserve it fits.
         assert_eq!(gate.take_spare(10.0, 0.0), Ok(()));
+    }
+
+    #[test]
+    fn level_is_the_refilled_share_of_the_bucket() {
+        let gate = CostGate::default();
+        assert_eq!(gate.level(), None);
+        gate.observe(status(500.0));
+        let level = gate.level().unwrap();
+        assert!((0.25..0.26).contains(&level), "{level}");
+        gate.observe(status(2000.0));
+        assert_eq!(gate.level(), Some(1.0));
     }
 
     #[test]

@@ -428,6 +428,13 @@ impl Connector for ShopifyConnector {
         push::push(&self.gql, &self.settings, batch).await
     }
 
+    fn stock_window(&self) -> Duration {
+        match self.gql.bucket_level() {
+            Some(level) if level < 0.5 => Duration::from_millis(self.settings.stock_window_ms),
+            _ => Duration::ZERO,
+        }
+    }
+
     fn webhooks(&self) -> Option<&dyn omnisync_sdk::webhook::WebhookHandler> {
         self.webhooks
             .as_ref()

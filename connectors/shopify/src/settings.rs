@@ -111,6 +111,13 @@ pub struct Settings {
     /// repricing drains the bucket. Default 10; at most 90.
     #[serde(default = "default_stock_reserve")]
     pub stock_reserve_percent: u8,
+    /// While the cost bucket is below half full, stock corrections collect this long, in
+    /// milliseconds, before the next `inventorySetQuantities` call: a call costs about 12
+    /// points whether it carries one quantity or 250, so fuller calls leave the bucket to
+    /// price writes. With the bucket above half, stock goes at once. Default 50; 0 never
+    /// waits.
+    #[serde(default = "default_stock_window")]
+    pub stock_window_ms: u64,
 }
 
 fn default_api_version() -> String {
@@ -164,6 +171,9 @@ fn default_cost_wait() -> u64 {
 fn default_stock_reserve() -> u8 {
     10
 }
+fn default_stock_window() -> u64 {
+    50
+}
 
 impl Settings {
     /// Settings with every default, for `base_url` and `access_token`.
@@ -190,6 +200,7 @@ impl Settings {
             bulk_download_timeout_secs: default_download_timeout(),
             max_cost_wait_secs: default_cost_wait(),
             stock_reserve_percent: default_stock_reserve(),
+            stock_window_ms: default_stock_window(),
         }
     }
 
@@ -254,6 +265,12 @@ impl Settings {
         }
         if self.request_timeout_secs == 0 {
             return bad("request_timeout_secs", "must be at least 1");
+        }
+        if self.stock_window_ms > 10_000 {
+            return bad(
+                "stock_window_ms",
+                "must be at most 10000: stock must reach the shop soon after a sale",
+            );
         }
         if self.stock_reserve_percent > 90 {
             return bad(

@@ -6,7 +6,9 @@ mod common;
 
 use common::{Harness, catalog, loc, nok, offer_fix, read, read_all, stock_fix};
 use omnisync_sdk::sim::SimControl;
-use omnisync_sdk::{Change, Connector, Correction, Currency, Money, Offer, PushOutcome};
+use std::time::Duration;
+
+use omnisync_sdk::{Change, Connector, Correction, Currency, ErrorKind, Money, Offer, PushOutcome};
 use omnisync_shopify::mapping::REF_INVENTORY_ITEM_ID;
 use omnisync_shopify::sim::SimOptions;
 
@@ -239,4 +241,61 @@ async fn the_2026_01_version_works_too() {
         .expect("push");
     assert_eq!(outcomes, vec![PushOutcome::Applied, PushOutcome::Applied]);
     assert_eq!(h.record("SKU-00000").stock[&loc(2)], 5);
+}
+
+/// Stock has first claim on the cost bucket: a price write leaves `stock_reserve_percent`
+/// of it to stock writes and reads (and is refused, without a request, rather than wait
+/// past `max_cost_wait_secs`), a stock write takes what is there; while the bucket is below
+/// half, stock collects for `stock_window_ms` before its next call.
+#[tokio::test]
+async fn stock_has_first_claim_on_the_cost_bucket() {
+    // A bucket that barely refills, so what is available does not depend on test speed.
+    let options = SimOptions {
+        bucket_size: 100.0,
+        restore_rate: 0.01,
+        ..SimOptions::default()
+    };
+    let h = Harness::new(options, catalog(10)).await;
+    let c = h.connector_with(|s| {
+        s.stock_reserve_percent = 40;
+        s.stock_window_ms = 80;
+    });
+    assert_eq!(
+        c.stock_window(),
+        Duration::ZERO,
+        "nothing known of the bucket"
+    );
+    // 2 + 3 × 14 = 44 points: 56 left.
+    let records = read(&c, &["SKU-00000", "SKU-00001", "SKU-00002"]).await;
+    assert_eq!(c.stock_window(), Duration::ZERO, "the bucket is above half");
+
+    // Prices go while they leave 40 points; then the next is refused before it is sent.
+    let mut applied = 0;
+    let refused = loop {
+        assert!(applied < 5, "price writes never stopped at the reserve");
+        let price = nok(10_000 + applied * 100);
+        let fix = offer_fix(&records[(applied % 2) as usize], Offer::regular(price));
+        let requests = h.sim.counters().snapshot().requests;
+        match c.push(&[fix]).await {
+            Ok(outcomes) => {
+                assert_eq!(outcomes, [PushOutcome::Applied]);
+                applied += 1;
+            }
+            Err(e) => {
+                assert_eq!(h.sim.counters().snapshot().requests, requests);
+                break e;
+            }
+        }
+    };
+    assert!(applied >= 1);
+    assert_eq!(refused.kind, ErrorKind::Throttled, "{refused}");
+    assert!(refused.to_string().contains("stock reserve"), "{refused}");
+
+    // Stock takes from the reserve.
+    let stock = stock_fix(&records[2], &loc(1), 7, None);
+    assert_eq!(c.push(&[stock]).await.unwrap(), [PushOutcome::Applied]);
+    assert_eq!(h.record("SKU-00002").stock[&loc(1)], 7);
+    assert_eq!(h.sim.counters().snapshot().throttled, 0);
+    // Below half now: stock writes collect before the next call.
+    assert_eq!(c.stock_window(), Duration::from_millis(80));
 }
