@@ -1356,6 +1356,28 @@ struct Change {
     arrived: Vec<Option<Duration>>,
 }
 
+/// What the propagation watcher saw, once every change arrived or passed the bound.
+struct Watched {
+    /// Arrived changes: until the last target showed each.
+    overall: Histogram<u64>,
+    /// Every change, the ones not arrived counted as bound + 1 ms.
+    censored: Histogram<u64>,
+    /// Arrived changes, per target (in [`Harness::targets`] order).
+    per_target: Vec<Histogram<u64>>,
+    /// Changes every target showed within the bound.
+    arrived: u64,
+    /// Changes some target did not show within the bound.
+    never: u64,
+    /// Per target, the changes it did not show within the bound.
+    missed_by_target: Vec<u64>,
+    /// The same split by kind of change.
+    by_kind: BTreeMap<&'static str, KindLatency>,
+    /// Up to ten changes that did not arrive.
+    missed: Vec<Value>,
+    /// The longest scan of the open changes.
+    scan_max: Duration,
+}
+
 /// The watcher's figures for one kind of change (`Change::kind`), indexed like the targets.
 #[derive(Clone)]
 struct KindLatency {
@@ -1608,7 +1630,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                 scan_max = scan_max.max(scan);
                 tokio::time::sleep(poll.max(scan * 4)).await;
             }
-            anyhow::Ok((
+            anyhow::Ok(Watched {
                 overall,
                 censored,
                 per_target,
@@ -1618,7 +1640,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                 by_kind,
                 missed,
                 scan_max,
-            ))
+            })
         })
     };
 
@@ -1738,17 +1760,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
         a.bound_ms
     ));
     while posts.join_next().await.is_some() {}
-    let (
-        overall,
-        censored,
-        per_target,
-        arrived,
-        never,
-        missed_by_target,
-        by_kind,
-        missed,
-        scan_max,
-    ) = watcher.await.context("the watcher panicked")??;
+    let w = watcher.await.context("the watcher panicked")??;
     let after = h.daemon.webhook_stats().snapshot();
     let passes = pass_stats(h.store(), runs_before).await?;
     let sims = h.sim_stats();
@@ -1763,7 +1775,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
         0.0
     };
     // The p99 over every change made: above the bound when more than 1 % never arrived.
-    let p99 = ms(censored.value_at_quantile(0.99));
+    let p99 = ms(w.censored.value_at_quantile(0.99));
     let p99_text = if p99 > a.bound_ms as f64 {
         format!(
             "> {} ms (more than 1 % not arrived within the bound)",
@@ -1774,7 +1786,7 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
     };
     let at_rate = (a.rate - 500.0).abs() < 1e-9;
     let target_met =
-        at_rate.then_some(p99 <= 250.0 && never == 0 && achieved_rate >= 0.95 * a.rate);
+        at_rate.then_some(p99 <= 250.0 && w.never == 0 && achieved_rate >= 0.95 * a.rate);
     let hint_ack = hint_ack.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let hint_errors = hint_errors.load(Ordering::Relaxed);
     println!(
@@ -1783,22 +1795,26 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
     );
     println!(
         "source change -> every target shows it (arrived changes): {}",
-        brief(&overall)
+        brief(&w.overall)
     );
     println!("p99 over all {made} changes: {p99_text}");
     for (k, id) in target_ids.iter().enumerate() {
-        println!("  {id:<12} {}", brief(&per_target[k]));
+        println!("  {id:<12} {}", brief(&w.per_target[k]));
     }
     // The same split by kind of change (a price can be paced by a budget that stock is not).
-    if by_kind.len() > 1 {
-        for (kind, of_kind) in &by_kind {
+    if w.by_kind.len() > 1 {
+        for (kind, of_kind) in &w.by_kind {
             println!("  {kind:>6}: {}", of_kind.brief(&target_ids));
         }
     }
     println!(
-        "not arrived within {} ms: {never} (by target: {:?})",
+        "not arrived within {} ms: {} (by target: {:?})",
         a.bound_ms,
-        target_ids.iter().zip(&missed_by_target).collect::<Vec<_>>()
+        w.never,
+        target_ids
+            .iter()
+            .zip(&w.missed_by_target)
+            .collect::<Vec<_>>()
     );
     println!("hint POST ack: {}; errors {hint_errors}", brief(&hint_ack));
     println!(
@@ -1815,16 +1831,16 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
         "skipped_candidates": skipped,
         "achieved_rate_per_s": round3(achieved_rate),
         "changing_s": round3(changing_secs),
-        "arrived": arrived,
-        "not_arrived_within_bound": never,
-        "watch_scan_max_ms": round3(scan_max.as_secs_f64() * 1000.0),
-        "not_arrived_by_target": target_ids.iter().cloned().zip(missed_by_target.iter().copied()).collect::<BTreeMap<_, _>>(),
-        "not_arrived_examples": missed,
-        "latency_all_targets": summary(&overall),
-        "latency_all_changes_censored": summary(&censored),
+        "arrived": w.arrived,
+        "not_arrived_within_bound": w.never,
+        "watch_scan_max_ms": round3(w.scan_max.as_secs_f64() * 1000.0),
+        "not_arrived_by_target": target_ids.iter().cloned().zip(w.missed_by_target.iter().copied()).collect::<BTreeMap<_, _>>(),
+        "not_arrived_examples": w.missed,
+        "latency_all_targets": summary(&w.overall),
+        "latency_all_changes_censored": summary(&w.censored),
         "p99_all_changes_ms": if p99 > a.bound_ms as f64 { json!(format!("> {}", a.bound_ms)) } else { json!(p99) },
-        "latency_by_target": target_ids.iter().cloned().zip(per_target.iter().map(summary)).collect::<BTreeMap<_, _>>(),
-        "by_kind": by_kind.iter().map(|(kind, of_kind)| (*kind, of_kind.to_json(&target_ids))).collect::<BTreeMap<_, _>>(),
+        "latency_by_target": target_ids.iter().cloned().zip(w.per_target.iter().map(summary)).collect::<BTreeMap<_, _>>(),
+        "by_kind": w.by_kind.iter().map(|(kind, of_kind)| (*kind, of_kind.to_json(&target_ids))).collect::<BTreeMap<_, _>>(),
         "hint_ack": summary(&hint_ack),
         "hint_errors": hint_errors,
         "hint_first_error": hint_first_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),

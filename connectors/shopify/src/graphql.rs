@@ -97,6 +97,16 @@ struct Bucket {
     at: Instant,
 }
 
+impl Bucket {
+    /// Brings `available` up to now at the restore rate.
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let refilled = self.available + self.restore * now.duration_since(self.at).as_secs_f64();
+        self.available = refilled.min(self.maximum);
+        self.at = now;
+    }
+}
+
 /// Paces requests by the cost bucket Shopify reports on every answer.
 #[derive(Debug, Default)]
 pub struct CostGate {
@@ -111,10 +121,7 @@ impl CostGate {
         let Some(b) = guard.as_mut() else {
             return Duration::ZERO;
         };
-        let now = Instant::now();
-        let refilled = b.available + b.restore * now.duration_since(b.at).as_secs_f64();
-        b.available = refilled.min(b.maximum);
-        b.at = now;
+        b.refill();
         if cost > b.maximum || b.restore <= 0.0 {
             // Never satisfiable (or no refill known): let Shopify answer.
             return Duration::ZERO;
@@ -138,10 +145,7 @@ impl CostGate {
         let Some(b) = guard.as_mut() else {
             return Ok(());
         };
-        let now = Instant::now();
-        let refilled = b.available + b.restore * now.duration_since(b.at).as_secs_f64();
-        b.available = refilled.min(b.maximum);
-        b.at = now;
+        b.refill();
         if cost > b.maximum || b.restore <= 0.0 {
             b.available -= cost;
             return Ok(());
@@ -161,13 +165,13 @@ impl CostGate {
     /// The share of the bucket available now (0.0–1.0, refilled since the last answer);
     /// `None` before the first answer.
     pub fn level(&self) -> Option<f64> {
-        let guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let b = guard.as_ref()?;
+        let mut guard = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let b = guard.as_mut()?;
         if b.maximum <= 0.0 {
             return None;
         }
-        let refilled = b.available + b.restore * b.at.elapsed().as_secs_f64();
-        Some((refilled / b.maximum).clamp(0.0, 1.0))
+        b.refill();
+        Some((b.available / b.maximum).clamp(0.0, 1.0))
     }
 
     /// Gives back points reserved for a request that was not sent.
