@@ -101,6 +101,10 @@ pub struct Engine {
     /// One mutex per push lane of a target channel ([`Engine::push_lanes`]): two drains
     /// of one lane never run at once.
     lanes: HashMap<(String, Lane), tokio::sync::Mutex<()>>,
+    /// One mutex per target channel around [`Store::take_as_shown`], a read-modify-write
+    /// of the stored listings that two lanes of the channel would otherwise interleave
+    /// (one lane's value lost to the other's older copy).
+    listings: HashMap<String, tokio::sync::Mutex<()>>,
 }
 
 /// What [`Engine::push_queued`] did on one channel.
@@ -223,12 +227,17 @@ impl Engine {
                     .map(|&lane| ((ch.cfg.id.clone(), lane), tokio::sync::Mutex::new(())))
             })
             .collect();
+        let listings = channels
+            .iter()
+            .map(|ch| (ch.cfg.id.clone(), tokio::sync::Mutex::new(())))
+            .collect();
         Ok(Engine {
             config: Arc::new(config),
             store,
             channels,
             gate: tokio::sync::Mutex::new(()),
             lanes,
+            listings,
         })
     }
 
@@ -1178,7 +1187,13 @@ impl Engine {
                 taken.push((key, value, change));
             }
         }
-        self.store.take_as_shown(channel, &taken, now_ms()).await?;
+        if !taken.is_empty() {
+            let _listings = match self.listings.get(channel) {
+                Some(mutex) => Some(mutex.lock().await),
+                None => None,
+            };
+            self.store.take_as_shown(channel, &taken, now_ms()).await?;
+        }
         Ok(Pushed {
             sent: stats.sent,
             applied: stats.applied,
