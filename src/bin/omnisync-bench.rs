@@ -1362,7 +1362,8 @@ struct Watched {
     overall: Histogram<u64>,
     /// Every change, the ones not arrived counted as bound + 1 ms.
     censored: Histogram<u64>,
-    /// Arrived changes, per target (in [`Harness::targets`] order).
+    /// Per target (in [`Harness::targets`] order), each change that target showed, whether
+    /// or not the others did in time.
     per_target: Vec<Histogram<u64>>,
     /// Changes every target showed within the bound.
     arrived: u64,
@@ -1381,7 +1382,7 @@ struct Watched {
 /// The watcher's figures for one kind of change (`Change::kind`), indexed like the targets.
 #[derive(Clone)]
 struct KindLatency {
-    /// Latency to each target of the changes that arrived at every target (the values
+    /// Latency to each target of the changes that target showed (the values
     /// `per_target` records).
     per_target: Vec<Histogram<u64>>,
     /// Changes not shown by each target within the bound (as `missed_by_target`).
@@ -1583,20 +1584,25 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                 open.append(&mut pending.lock().unwrap_or_else(|p| p.into_inner()));
                 let now = Instant::now();
                 open.retain_mut(|c| {
+                    // A target's latency counts when it shows the change, whether or not
+                    // the others do in time.
+                    let of_kind = by_kind.entry(c.kind).or_insert_with(|| blank.clone());
                     for (k, t) in targets.iter().enumerate() {
                         if c.arrived[k].is_none() && shows(t, &c.sku, &c.want[k]) {
-                            c.arrived[k] = Some(now.duration_since(c.at));
+                            let d = now.duration_since(c.at);
+                            c.arrived[k] = Some(d);
+                            record(&mut per_target[k], d);
+                            record(&mut of_kind.per_target[k], d);
                         }
                     }
                     if c.arrived.iter().all(Option::is_some) {
-                        let of_kind = by_kind.entry(c.kind).or_insert_with(|| blank.clone());
-                        let mut last = Duration::ZERO;
-                        for (k, d) in c.arrived.iter().enumerate() {
-                            let d = d.unwrap_or_default();
-                            record(&mut per_target[k], d);
-                            record(&mut of_kind.per_target[k], d);
-                            last = last.max(d);
-                        }
+                        let last = c
+                            .arrived
+                            .iter()
+                            .flatten()
+                            .max()
+                            .copied()
+                            .unwrap_or_default();
                         record(&mut overall, last);
                         record(&mut censored, last);
                         arrived += 1;
@@ -1605,7 +1611,6 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
                     if now.duration_since(c.at) > bound {
                         never += 1;
                         record(&mut censored, bound + Duration::from_millis(1));
-                        let of_kind = by_kind.entry(c.kind).or_insert_with(|| blank.clone());
                         for (k, d) in c.arrived.iter().enumerate() {
                             if d.is_none() {
                                 missed_by_target[k] += 1;
