@@ -86,6 +86,42 @@ pub struct WebhookHint {
     /// An order: units sold per SKU (or per ref, resolved like `refs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sold: Vec<SoldLine>,
+    /// Values the delivery says the channel shows now (Shopify's `inventory_levels/update`
+    /// carries `available`). The daemon uses them to recognise its own writes coming back:
+    /// an item whose every carried value equals what the daemon already holds as shown
+    /// needs no read. Anything else is read as usual: a value carried here is never taken
+    /// over blindly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shown: Vec<ShownValue>,
+}
+
+/// One value a delivery carries ([`WebhookHint::shown`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownValue {
+    /// The SKU, when the delivery carries it.
+    pub sku: Option<String>,
+    /// Otherwise an id as (`refs` key, value), resolved like [`WebhookHint::refs`].
+    pub reference: Option<(String, String)>,
+    /// The value.
+    pub value: Shown,
+}
+
+/// A value as a channel shows it, in the terms of [`crate::Record`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "field")]
+pub enum Shown {
+    /// Units available at one of the channel's locations (its location code).
+    Stock {
+        /// The location code, as in [`crate::Record::stock`].
+        location: String,
+        /// Units available.
+        quantity: i64,
+    },
+    /// The price and sale price, as in [`crate::Record::offer`].
+    Offer {
+        /// The offer.
+        offer: crate::Offer,
+    },
 }
 
 /// One order line in an order webhook.

@@ -100,9 +100,12 @@ pub fn connect(settings: Settings) -> Result<ShopifyConnector, ConnectorError> {
         .map_err(|e| ConnectorError::config("resolving shopify access_token", e.to_string()))?;
     let webhooks = match &settings.webhook_secret {
         None => None,
-        Some(reference) => Some(webhook::ShopifyWebhooks::new(reference.resolve().map_err(
-            |e| ConnectorError::config("resolving shopify webhook_secret", e.to_string()),
-        )?)),
+        Some(reference) => Some(
+            webhook::ShopifyWebhooks::new(reference.resolve().map_err(|e| {
+                ConnectorError::config("resolving shopify webhook_secret", e.to_string())
+            })?)
+            .with_currency(settings.currency),
+        ),
     };
     let limiter = RateLimiter::new(settings.requests_per_second, settings.request_burst);
     let http = HttpClient::new(

@@ -25,13 +25,15 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use omnisync_sdk::Currency;
 use omnisync_sdk::secret::{ExposeSecret, SecretString};
 use omnisync_sdk::webhook::{
-    Headers, SoldLine, WebhookError, WebhookHandler, WebhookHint, header, hmac_sha256_verify,
+    Headers, Shown, ShownValue, SoldLine, WebhookError, WebhookHandler, WebhookHint, header,
+    hmac_sha256_verify,
 };
 use serde_json::Value;
 
-use crate::mapping::{REF_INVENTORY_ITEM_ID, REF_PRODUCT_ID};
+use crate::mapping::{REF_INVENTORY_ITEM_ID, REF_PRODUCT_ID, offer_from_prices};
 
 /// The signature header (lower-cased, as [`Headers`] holds names).
 pub const HMAC_HEADER: &str = "x-shopify-hmac-sha256";
@@ -50,6 +52,9 @@ pub const REF_EXTERNAL_ID: &str = "external_id";
 /// Verifies and reads Shopify webhooks for one shop.
 pub struct ShopifyWebhooks {
     secret: SecretString,
+    /// The shop's currency, to read the prices `products/update` carries; without it the
+    /// hints carry no offers.
+    currency: Option<Currency>,
 }
 
 impl fmt::Debug for ShopifyWebhooks {
@@ -61,7 +66,17 @@ impl fmt::Debug for ShopifyWebhooks {
 impl ShopifyWebhooks {
     /// A handler checking signatures with the app's client secret.
     pub fn new(secret: SecretString) -> Self {
-        ShopifyWebhooks { secret }
+        ShopifyWebhooks {
+            secret,
+            currency: None,
+        }
+    }
+
+    /// Reads the prices in `products/update` as offers in `currency` (the shop's), so
+    /// that the hints carry them ([`WebhookHint::shown`]).
+    pub fn with_currency(mut self, currency: Currency) -> Self {
+        self.currency = Some(currency);
+        self
     }
 }
 
@@ -123,17 +138,48 @@ fn inventory_level(topic: &str, body: &Value, hint: &mut WebhookHint) -> Result<
         .get("inventory_item_id")
         .and_then(|v| gid_of("InventoryItem", v))
         .ok_or_else(|| malformed(topic, "no inventory_item_id"))?;
+    // The level as it is now: lets the daemon recognise its own write coming back.
+    let location = body.get("location_id").and_then(|v| gid_of("Location", v));
+    let available = body.get("available").and_then(Value::as_i64);
+    if let (Some(location), Some(quantity)) = (location, available) {
+        hint.shown.push(ShownValue {
+            sku: None,
+            reference: Some((REF_INVENTORY_ITEM_ID.to_string(), item.clone())),
+            value: Shown::Stock { location, quantity },
+        });
+    }
     hint.refs.push((REF_INVENTORY_ITEM_ID.to_string(), item));
     Ok(())
 }
 
-fn product(topic: &str, body: &Value, hint: &mut WebhookHint) -> Result<(), WebhookError> {
+fn product(
+    topic: &str,
+    body: &Value,
+    currency: Option<Currency>,
+    hint: &mut WebhookHint,
+) -> Result<(), WebhookError> {
     let variants = array(topic, body, "variants")?;
     for variant in variants {
-        if let Some(sku) = text(variant, "sku") {
+        let named = if let Some(sku) = text(variant, "sku") {
             push_unique(&mut hint.skus, sku);
+            Some((Some(sku.to_string()), None))
         } else if let Some(id) = variant.get("id").and_then(|v| gid_of("ProductVariant", v)) {
-            hint.refs.push((REF_EXTERNAL_ID.to_string(), id));
+            hint.refs.push((REF_EXTERNAL_ID.to_string(), id.clone()));
+            Some((None, Some((REF_EXTERNAL_ID.to_string(), id))))
+        } else {
+            None
+        };
+        // The variant's offer as a read would see it; a price that does not parse is left
+        // to the read.
+        let offer = currency.zip(text(variant, "price")).and_then(|(c, price)| {
+            offer_from_prices(price, text(variant, "compare_at_price"), c).ok()
+        });
+        if let (Some((sku, reference)), Some(offer)) = (named, offer) {
+            hint.shown.push(ShownValue {
+                sku,
+                reference,
+                value: Shown::Offer { offer },
+            });
         }
     }
     if variants.is_empty() {
@@ -236,7 +282,9 @@ impl WebhookHandler for ShopifyWebhooks {
         let mut at_field = "updated_at";
         match topic {
             "inventory_levels/update" => inventory_level(topic, &value, &mut hint)?,
-            "products/create" | "products/update" => product(topic, &value, &mut hint)?,
+            "products/create" | "products/update" => {
+                product(topic, &value, self.currency, &mut hint)?;
+            }
             "products/delete" => product_deleted(topic, &value, &mut hint)?,
             "inventory_items/create" | "inventory_items/update" | "inventory_items/delete" => {
                 inventory_item(topic, &value, &mut hint)?;
@@ -400,6 +448,74 @@ mod tests {
             )]
         );
         assert_eq!(hint.occurred_at_ms, Some(1_772_355_600_000));
+    }
+
+    #[test]
+    fn levels_and_products_carry_the_values_they_show() {
+        let hint = parse_one(
+            "inventory_levels/update",
+            r#"{"inventory_item_id":46000000001,"location_id":1,"available":4}"#,
+        );
+        assert_eq!(
+            hint.shown,
+            vec![ShownValue {
+                sku: None,
+                reference: Some((
+                    "inventory_item_id".into(),
+                    "gid://shopify/InventoryItem/46000000001".into()
+                )),
+                value: Shown::Stock {
+                    location: "gid://shopify/Location/1".into(),
+                    quantity: 4
+                },
+            }]
+        );
+        // No `available` (an untracked item): nothing carried, the item is read.
+        let hint = parse_one(
+            "inventory_levels/update",
+            r#"{"inventory_item_id":46000000001,"location_id":1,"available":null}"#,
+        );
+        assert!(hint.shown.is_empty());
+
+        let body = r#"{"id":8000000001,"variants":[
+            {"id":44000000001,"sku":"SKU-1","price":"99.00","compare_at_price":"129.90"},
+            {"id":44000000002,"sku":"","price":"99.00","compare_at_price":null},
+            {"id":44000000003,"sku":"SKU-3","price":"not a price"}]}"#;
+        let h = signed("products/update", body);
+        let shop = handler().with_currency(Currency::NOK);
+        let hint = shop.parse(&h, body.as_bytes()).expect("parses").remove(0);
+        let nok = |minor| omnisync_sdk::Money::new(minor, Currency::NOK);
+        assert_eq!(
+            hint.shown,
+            vec![
+                ShownValue {
+                    sku: Some("SKU-1".into()),
+                    reference: None,
+                    value: Shown::Offer {
+                        offer: omnisync_sdk::Offer {
+                            price: nok(12_990),
+                            sale: Some(nok(9_900))
+                        }
+                    },
+                },
+                ShownValue {
+                    sku: None,
+                    reference: Some((
+                        "external_id".into(),
+                        "gid://shopify/ProductVariant/44000000002".into()
+                    )),
+                    value: Shown::Offer {
+                        offer: omnisync_sdk::Offer::regular(nok(9_900))
+                    },
+                },
+            ]
+        );
+        // Without the shop's currency, prices are not read.
+        assert!(
+            handler().parse(&h, body.as_bytes()).unwrap()[0]
+                .shown
+                .is_empty()
+        );
     }
 
     #[test]
