@@ -773,6 +773,60 @@ impl Store {
         Ok(())
     }
 
+    /// Takes values a channel's webhook says it shows as confirmation where they equal what
+    /// the store holds as shown (`target_state.observed`): those lose the mark of
+    /// [`Store::take_as_shown`], as a read would clear it. Returns the keys that matched;
+    /// a value that differs changes nothing (the caller reads it).
+    pub async fn confirm_shown(
+        &self,
+        channel: &str,
+        values: &[(StateKey, String)],
+    ) -> Result<HashSet<StateKey>> {
+        let mut matched = HashSet::new();
+        if values.is_empty() {
+            return Ok(matched);
+        }
+        let mut tx = self.begin_write().await.ctx("confirming shown values")?;
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE target_state SET unverified = 0 FROM (VALUES {}) AS v \
+                 WHERE target_state.sku = v.column1 AND target_state.field = v.column2 \
+                 AND target_state.location = v.column3 AND target_state.observed = v.column4 \
+                 AND target_state.channel = ${} \
+                 RETURNING target_state.sku, target_state.field, target_state.location",
+                values_clause(chunk.len(), 4, 1),
+                1 + chunk.len() * 4
+            );
+            let mut q = sqlx::query(self.dynamic(sql));
+            for (key, value) in chunk {
+                q = q
+                    .bind(key.sku.as_str())
+                    .bind(key.field.as_str())
+                    .bind(key.location.as_str())
+                    .bind(value.as_str());
+            }
+            let rows = q
+                .bind(channel)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("confirming shown values")?;
+            for r in rows {
+                let field: String = r.try_get(1).ctx("reading target_state")?;
+                let field = Field::parse(&field).ok_or_else(|| StoreError::Corrupt {
+                    table: "target_state",
+                    detail: format!("unknown field {field:?}"),
+                })?;
+                matched.insert(StateKey {
+                    sku: r.try_get(0).ctx("reading target_state")?,
+                    field,
+                    location: r.try_get(2).ctx("reading target_state")?,
+                });
+            }
+        }
+        tx.commit().await.ctx("confirming shown values")?;
+        Ok(matched)
+    }
+
     /// Clears the mark of [`Store::take_as_shown`] for every value of these SKUs (all of the
     /// channel's with `None`): a read of the channel has just seen them.
     pub async fn clear_unverified(&self, channel: &str, skus: Option<&[String]>) -> Result<()> {

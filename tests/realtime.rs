@@ -311,3 +311,76 @@ async fn a_channels_push_window_sends_close_changes_in_one_call() {
     assert!(shop_calls() > shop_before);
     l.daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_comes_back_as_a_webhook_is_confirmed_without_a_read() {
+    let l = live(30).await;
+    settle(&l).await;
+    let engine = l.engine.clone();
+    let last_run = engine.store().runs(1).await.unwrap()[0].id;
+    // The webshop's deliveries come a little late, as Shopify's do: after the daemon has
+    // taken its write as shown.
+    l.world.shopify.set_webhook_faults(WebhookFaults {
+        delay_ms: 300,
+        ..WebhookFaults::default()
+    });
+    let sku = catalog_item(9).sku;
+    let central = omnisync::demo::LOCATIONS[2].1;
+    let on_hand = l.world.tryton.record(&sku).unwrap().stock[central];
+    assert!(l.world.tryton.set_stock(&sku, central, on_hand + 3));
+    let shop_before = l.world.shopify.record(&sku).unwrap().stock;
+
+    let url = format!("http://{}/webhooks/erp", l.daemon.local_addr());
+    let body = format!(r#"{{"skus": ["{sku}"]}}"#);
+    let answer = reqwest::Client::new()
+        .post(&url)
+        .header(
+            SIGNATURE_HEADER,
+            ChangeNotice::sign(DEMO_NOTIFY_SECRET.as_bytes(), body.as_bytes()),
+        )
+        .header(EVENT_ID_HEADER, "erp-change-echo")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(
+        eventually(|| l.world.shopify.record(&sku).unwrap().stock != shop_before).await,
+        "the webshop never got the new stock"
+    );
+    // Shopify's `inventory_levels/update` for that write comes back carrying the quantity:
+    // it confirms the write as a read-back would.
+    settle(&l).await;
+    assert!(
+        until(|| async {
+            let (waiting, _) = engine.store().unverified(10).await.unwrap();
+            !waiting.contains_key("webshop")
+        })
+        .await,
+        "the webshop's write was never confirmed"
+    );
+    // No pass since the notice read the webshop.
+    for run in engine.store().runs(50).await.unwrap() {
+        if run.id <= last_run {
+            continue;
+        }
+        let Some(json) = engine
+            .store()
+            .run(Some(run.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .report
+        else {
+            continue;
+        };
+        let report: RunReport = serde_json::from_str(&json).unwrap();
+        let shop = channel(&report, "webshop");
+        assert_eq!(
+            shop.records_read, 0,
+            "run {} ({}) read the webshop",
+            run.id, run.scope
+        );
+    }
+    l.daemon.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! Store conformance: the same behaviour on SQLite (always) and PostgreSQL (when
 //! `TEST_POSTGRES_URL` is set; `scripts/test-services.sh` sets it up).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use omnisync::planner::{
     CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow,
@@ -293,6 +293,21 @@ async fn conformance(store: Store, channel: &str) {
     let (waiting, total) = store.unverified(10).await.unwrap();
     assert_eq!(total, 1);
     assert_eq!(waiting[channel], ["A"]);
+    // A webhook carrying another value confirms nothing; one carrying the value taken as
+    // shown confirms it, as a read would.
+    let other = [(offer_key.clone(), "12990 NOK".to_string())];
+    assert!(
+        store
+            .confirm_shown(channel, &other)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.unverified(10).await.unwrap().1, 1);
+    let same = [(offer_key.clone(), "13990 NOK".to_string())];
+    let confirmed = store.confirm_shown(channel, &same).await.unwrap();
+    assert_eq!(confirmed, HashSet::from([offer_key.clone()]));
+    assert_eq!(store.unverified(10).await.unwrap().1, 0);
     store
         .clear_unverified(channel, Some(&["A".to_string()]))
         .await

@@ -19,12 +19,12 @@
 //! Headers that carry secrets (signatures, tokens, cookies) are never stored, and neither
 //! headers nor bodies are logged above `debug`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use omnisync_sdk::webhook::{Headers, WebhookHandler, WebhookHint};
+use omnisync_sdk::webhook::{Headers, Shown, WebhookHandler, WebhookHint};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use tokio::sync::Notify;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Scope};
 use crate::outbox::{Lane, now_ms};
+use crate::planner::{Field, StateKey, encode_offer};
 use crate::store::{Store, StoreError};
 
 pub(crate) mod writer;
@@ -390,12 +391,19 @@ struct Wanted {
     hints: usize,
     /// Order lines.
     sold: Vec<SoldRef>,
+    /// Values the delivery says the channel shows, by SKU or by an id still to map.
+    shown: Vec<(Target, Shown)>,
+    /// SKUs dropped from `skus` because the delivery only confirmed what the store holds.
+    confirmed: usize,
 }
+
+/// A SKU, or an id (`refs` key, value) still to map to one.
+type Target = Result<String, (String, String)>;
 
 /// One order line as a delivery names it: the SKU, or an id still to map to one.
 struct SoldRef {
     line: i64,
-    target: Result<String, (String, String)>,
+    target: Target,
     quantity: i64,
 }
 
@@ -663,6 +671,8 @@ impl Processor {
             );
         }
 
+        self.confirm_echoes(&store, &by_id, &mut wanted).await?;
+
         let mut skus: BTreeSet<String> = BTreeSet::new();
         let mut named_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut covered: Vec<(i64, Option<String>)> = Vec::new();
@@ -687,7 +697,11 @@ impl Processor {
             });
             if w.skus.is_empty() {
                 let reason = unmapped.unwrap_or_else(|| {
-                    if w.hints == 0 {
+                    if w.confirmed > 0 {
+                        "it shows what the daemon holds as shown (its own write, confirmed \
+                         without a read)"
+                            .to_string()
+                    } else if w.hints == 0 {
                         "the delivery names nothing to re-read".to_string()
                     } else {
                         "the delivery names no SKU and no id".to_string()
@@ -775,11 +789,21 @@ impl Processor {
             unmapped: Vec::new(),
             hints: hints.len(),
             sold: Vec::new(),
+            shown: Vec::new(),
+            confirmed: 0,
         };
         for hint in hints {
             w.skus
                 .extend(hint.skus.into_iter().filter(|s| !s.trim().is_empty()));
             w.unmapped.extend(hint.refs);
+            for v in hint.shown {
+                let target = match (v.sku.filter(|s| !s.trim().is_empty()), v.reference) {
+                    (Some(sku), _) => Ok(sku),
+                    (None, Some(r)) => Err(r),
+                    (None, None) => continue,
+                };
+                w.shown.push((target, v.value));
+            }
             // Orders: reserve what they sold, and re-read it.
             for line in hint.sold {
                 let n = w.sold.len() as i64;
@@ -805,6 +829,77 @@ impl Processor {
             }
         }
         Ok(w)
+    }
+
+    /// Deliveries that carry the values they report ([`WebhookHint::shown`]): where every
+    /// value carried for a SKU equals what the store holds as shown for that channel — the
+    /// daemon's own write coming back — the value is confirmed ([`Store::confirm_shown`], as
+    /// a read-back would) and the SKU needs no read for this delivery. A value that differs
+    /// leaves the SKU to be read as usual. Orders are always read.
+    async fn confirm_echoes(
+        &self,
+        store: &Store,
+        by_id: &HashMap<i64, &InboxRow>,
+        wanted: &mut [Wanted],
+    ) -> Result<(), StoreError> {
+        let mut values: BTreeMap<&str, Vec<(StateKey, String)>> = BTreeMap::new();
+        // Per delivery (by index), the keys it carries per SKU.
+        let mut carried: Vec<(usize, BTreeMap<String, Vec<StateKey>>)> = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
+            if w.shown.is_empty() || !w.sold.is_empty() {
+                continue;
+            }
+            let Some(row) = by_id.get(&w.id) else {
+                continue;
+            };
+            let map = self.refs.get(&row.connector);
+            let mut per_sku: BTreeMap<String, Vec<StateKey>> = BTreeMap::new();
+            for (target, shown) in &w.shown {
+                let sku = match target {
+                    Ok(sku) => Some(sku.clone()),
+                    Err(r) => map.and_then(|m| m.get(r)).cloned(),
+                };
+                let Some(sku) = sku else {
+                    continue;
+                };
+                let (field, location, value) = match shown {
+                    Shown::Stock { location, quantity } => {
+                        (Field::Stock, location.clone(), quantity.to_string())
+                    }
+                    Shown::Offer { offer } => (Field::Offer, String::new(), encode_offer(offer)),
+                };
+                let key = StateKey {
+                    sku: sku.clone(),
+                    field,
+                    location,
+                };
+                per_sku.entry(sku).or_default().push(key.clone());
+                values
+                    .entry(row.connector.as_str())
+                    .or_default()
+                    .push((key, value));
+            }
+            carried.push((i, per_sku));
+        }
+        let mut matched: HashMap<&str, HashSet<StateKey>> = HashMap::new();
+        for (channel, values) in values {
+            matched.insert(channel, store.confirm_shown(channel, &values).await?);
+        }
+        for (i, per_sku) in carried {
+            let w = &mut wanted[i];
+            let Some(matched) = by_id
+                .get(&w.id)
+                .and_then(|r| matched.get(r.connector.as_str()))
+            else {
+                continue;
+            };
+            for (sku, keys) in per_sku {
+                if keys.iter().all(|k| matched.contains(k)) && w.skus.remove(&sku) {
+                    w.confirmed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn load_refs(&self, store: &Store, connector: &str) -> Result<RefMap, StoreError> {
