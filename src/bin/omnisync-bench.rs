@@ -186,6 +186,12 @@ struct PropagationArgs {
     /// Which source changes are made: `mixed` (half prices, half stock), `stock` or `price`.
     #[arg(long, value_enum, default_value_t = Changes::Mixed)]
     changes: Changes,
+    /// Subscribe the daemon to the targets' webhooks, as in production: every write the
+    /// daemon makes comes back from the channel as a webhook (Shopify
+    /// `inventory_levels/update` and `products/update`, Meta's product changes, eBay's
+    /// notifications) and is handled like any other delivery.
+    #[arg(long)]
+    channel_webhooks: bool,
 }
 
 /// The kinds of source change the propagation benchmark makes.
@@ -1534,6 +1540,12 @@ async fn propagation(cli: &Cli, a: &PropagationArgs) -> Result<Value> {
             );
         }
     }
+    if a.channel_webhooks {
+        progress(
+            "subscribing the daemon to every target's webhooks (writes come back as webhooks)",
+        );
+        subscribe_daemon(&h);
+    }
     let ids = shopify_ids(h.store()).await?;
     let targets = h.targets();
     let target_ids: Vec<String> = targets.iter().map(|t| t.cfg.id.clone()).collect();
@@ -1933,6 +1945,18 @@ struct Item {
     channels: Vec<Channel>,
 }
 
+/// Subscribes the daemon to the webhooks of the webshop, the social catalog and the
+/// marketplace simulators (every topic).
+fn subscribe_daemon(h: &Harness) {
+    h.world
+        .shopify
+        .subscribe(h.webhook_url(WEBSHOP), Vec::new());
+    h.world.meta.subscribe(h.webhook_url(SOCIAL), Vec::new());
+    h.world
+        .ebay
+        .subscribe(h.webhook_url("marketplace"), Vec::new());
+}
+
 async fn oversell(cli: &Cli, a: &OversellArgs) -> Result<Value> {
     if a.items == 0 || a.channels.lo == 0 || a.channels.hi > 3 {
         bail!("--items must be at least 1 and --channels within 1..3");
@@ -1998,13 +2022,7 @@ async fn oversell(cli: &Cli, a: &OversellArgs) -> Result<Value> {
 
     // Now the daemon hears every change and order in the webshop, the social catalog and
     // the marketplace.
-    h.world
-        .shopify
-        .subscribe(h.webhook_url(WEBSHOP), Vec::new());
-    h.world.meta.subscribe(h.webhook_url(SOCIAL), Vec::new());
-    h.world
-        .ebay
-        .subscribe(h.webhook_url("marketplace"), Vec::new());
+    subscribe_daemon(&h);
     let shops = Shops {
         shopify: h.world.shopify.clone(),
         meta: h.world.meta.clone(),
