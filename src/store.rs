@@ -827,6 +827,45 @@ impl Store {
         Ok(matched)
     }
 
+    /// Of these values, the ones a queued correction of the channel is writing (its outbox
+    /// row holds exactly that value): a write of the daemon's that the channel may already
+    /// show while the pusher has not yet recorded it.
+    pub async fn queued_values(
+        &self,
+        channel: &str,
+        values: &[(StateKey, String)],
+    ) -> Result<HashSet<StateKey>> {
+        let mut queued = HashSet::new();
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT sku, field, location FROM outbox WHERE channel = $1 \
+                 AND (sku, field, location, value) IN (VALUES {})",
+                values_clause(chunk.len(), 4, 2)
+            );
+            let mut q = sqlx::query(self.dynamic(sql)).bind(channel);
+            for (key, value) in chunk {
+                q = q
+                    .bind(key.sku.as_str())
+                    .bind(key.field.as_str())
+                    .bind(key.location.as_str())
+                    .bind(value.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await.ctx("reading queued values")? {
+                let field: String = r.try_get(1).ctx("reading outbox")?;
+                let field = Field::parse(&field).ok_or_else(|| StoreError::Corrupt {
+                    table: "outbox",
+                    detail: format!("unknown field {field:?}"),
+                })?;
+                queued.insert(StateKey {
+                    sku: r.try_get(0).ctx("reading outbox")?,
+                    field,
+                    location: r.try_get(2).ctx("reading outbox")?,
+                });
+            }
+        }
+        Ok(queued)
+    }
+
     /// Clears the mark of [`Store::take_as_shown`] for every value of these SKUs (all of the
     /// channel's with `None`): a read of the channel has just seen them.
     pub async fn clear_unverified(&self, channel: &str, skus: Option<&[String]>) -> Result<()> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use omnisync::planner::{
     CanonicalItem, Cause, Field, Observed, Planned, PrevState, StateKey, TargetRow,
 };
-use omnisync::store::{Settled, Store};
+use omnisync::store::{Lane, Settled, Store};
 use omnisync_sdk::{Change, Currency, Money, Offer};
 
 fn key(sku: &str, field: Field, loc: &str) -> StateKey {
@@ -124,6 +124,32 @@ async fn conformance(store: Store, channel: &str) {
         .await
         .unwrap();
     assert_eq!(store.outbox_depth(channel).await.unwrap(), (1, 1));
+    // A webhook showing the value being written: that write is landing.
+    let shown = [
+        (key("A", Field::Stock, "L1"), "4".to_string()),
+        (key("A", Field::Stock, "L2"), "4".to_string()),
+        (key("B", Field::Stock, "L1"), "9".to_string()),
+    ];
+    assert_eq!(
+        store.queued_values(channel, &shown).await.unwrap(),
+        HashSet::from([key("A", Field::Stock, "L1")])
+    );
+    // Stock lanes claim only stock; the rest lane has none here.
+    assert_eq!(
+        store
+            .claim_in(channel, Lane::Stock, 10, 2_000, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .claim_in(channel, Lane::Rest, 10, 2_000, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A push window: queued at 1,000, so not yet by 999, and due by 1,000.
     assert!(
         store

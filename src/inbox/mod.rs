@@ -393,7 +393,8 @@ struct Wanted {
     sold: Vec<SoldRef>,
     /// Values the delivery says the channel shows, by SKU or by an id still to map.
     shown: Vec<(Target, Shown)>,
-    /// SKUs dropped from `skus` because the delivery only confirmed what the store holds.
+    /// SKUs dropped from `skus` because the delivery only showed the daemon's own writes
+    /// ([`Processor::confirm_echoes`]).
     confirmed: usize,
 }
 
@@ -698,8 +699,8 @@ impl Processor {
             if w.skus.is_empty() {
                 let reason = unmapped.unwrap_or_else(|| {
                     if w.confirmed > 0 {
-                        "it shows what the daemon holds as shown (its own write, confirmed \
-                         without a read)"
+                        "it shows the daemon's own writes (confirmed without a read, or left \
+                         to the read-back)"
                             .to_string()
                     } else if w.hints == 0 {
                         "the delivery names nothing to re-read".to_string()
@@ -731,9 +732,16 @@ impl Processor {
                 ..Scope::default()
             };
             let n = scope.skus.as_ref().map_or(0, Vec::len);
+            let to_read: BTreeMap<&str, usize> = scope
+                .named_by
+                .iter()
+                .flatten()
+                .map(|(c, skus)| (c.as_str(), skus.len()))
+                .collect();
             tracing::info!(
                 deliveries = covered.len(),
                 skus = n,
+                ?to_read,
                 "webhook inbox: reconciling the SKUs deliveries named"
             );
             let report = self.engine.reconcile(&scope).await?;
@@ -831,11 +839,18 @@ impl Processor {
         Ok(w)
     }
 
-    /// Deliveries that carry the values they report ([`WebhookHint::shown`]): where every
-    /// value carried for a SKU equals what the store holds as shown for that channel — the
-    /// daemon's own write coming back — the value is confirmed ([`Store::confirm_shown`], as
-    /// a read-back would) and the SKU needs no read for this delivery. A value that differs
-    /// leaves the SKU to be read as usual. Orders are always read.
+    /// Deliveries that carry the values they report ([`WebhookHint::shown`]), mostly the
+    /// daemon's own writes coming back: a SKU needs no read for such a delivery when every
+    /// value it carries for it
+    /// - equals what the store holds as shown for that channel: confirmed
+    ///   ([`Store::confirm_shown`]), as a read-back would;
+    /// - or equals what a queued correction is writing ([`Store::queued_values`]): the write
+    ///   is landing, and is read back once recorded;
+    /// - or is an offer unlike a write still unverified: a product snapshot older than that
+    ///   write, which the read-back checks anyway.
+    ///
+    /// Anything else — a stock quantity that differs, above all, which may be a sale — is
+    /// read as usual, and orders always are.
     async fn confirm_echoes(
         &self,
         store: &Store,
@@ -881,9 +896,46 @@ impl Processor {
             }
             carried.push((i, per_sku));
         }
+        // Per channel, the carried keys that need no read.
         let mut matched: HashMap<&str, HashSet<StateKey>> = HashMap::new();
         for (channel, values) in values {
-            matched.insert(channel, store.confirm_shown(channel, &values).await?);
+            let mut settled = store.confirm_shown(channel, &values).await?;
+            let confirmed = settled.len();
+            let rest: Vec<(StateKey, String)> = values
+                .into_iter()
+                .filter(|(k, _)| !settled.contains(k))
+                .collect();
+            let queued = store.queued_values(channel, &rest).await?;
+            let landing = queued.len();
+            settled.extend(queued);
+            // An offer unlike a write still unverified: Shopify's product snapshots carry
+            // every variant, so a write to one variant brings back its siblings' values as
+            // they were then, older than writes of theirs the daemon has since made. The
+            // read-back reads those values anyway. Stock is never left: a quantity unlike
+            // the daemon's may be a sale.
+            let offers: Vec<String> = rest
+                .iter()
+                .filter(|(k, _)| k.field == Field::Offer && !settled.contains(k))
+                .map(|(k, _)| k.sku.clone())
+                .collect();
+            let mut left = 0;
+            if !offers.is_empty() {
+                let prev = store.load_prev(channel, Some(&offers)).await?;
+                for (k, _) in &rest {
+                    if k.field == Field::Offer && prev.get(k).is_some_and(|p| p.unverified) {
+                        left += usize::from(settled.insert(k.clone()));
+                    }
+                }
+            }
+            tracing::debug!(
+                channel,
+                carried = rest.len() + confirmed,
+                confirmed,
+                landing,
+                left_to_read_back = left,
+                "webhook inbox: values deliveries carried that need no read"
+            );
+            matched.insert(channel, settled);
         }
         for (i, per_sku) in carried {
             let w = &mut wanted[i];
