@@ -1102,6 +1102,15 @@ impl Engine {
             .map_or(&[], Self::lanes_of)
     }
 
+    /// The ids of the source channels.
+    pub fn source_ids(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| Self::is_source(c))
+            .map(|c| c.cfg.id.clone())
+            .collect()
+    }
+
     /// The ids of the target channels.
     pub fn target_ids(&self) -> Vec<String> {
         self.channels

@@ -1058,6 +1058,28 @@ async fn inbox_conformance(store: Store, connector: &str) {
         ["x-topic"],
         "signature headers are not stored"
     );
+    // Another connector's delivery, later, comes first when its connector is asked first.
+    let erp = format!("{connector}-erp");
+    let first = NewDelivery {
+        connector: &erp,
+        ..delivery("c", InboxStatus::Pending, None)
+    };
+    store.inbox_insert(&first).await.unwrap().unwrap();
+    let ordered: Vec<String> = store
+        .inbox_pending_first(std::slice::from_ref(&erp), 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.connector.starts_with(connector))
+        .map(|r| r.event_id)
+        .collect();
+    assert_eq!(ordered, ["c", "a", "b"]);
+    let limited = store
+        .inbox_pending_first(std::slice::from_ref(&erp), 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].event_id, "c");
     let (a, b) = (a.unwrap(), b.unwrap());
     store
         .inbox_settle(

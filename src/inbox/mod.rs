@@ -42,6 +42,9 @@ const BATCH: i64 = 1000;
 /// How often an idle processor looks for rows nobody woke it for (written by another
 /// daemon sharing a PostgreSQL database, or left by a failed pass).
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The most SKUs one webhook pass takes when its deliveries name more
+/// ([`Processor::this_pass`]).
+const PASS_SKUS: usize = 250;
 /// First and longest wait after a failed pass.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -284,13 +287,58 @@ impl Store {
 
     /// Up to `limit` `pending` rows, oldest first.
     pub async fn inbox_pending(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, connector, event_id, headers, body FROM webhook_inbox \
-             WHERE status = 'pending' ORDER BY id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await;
+        self.pending_rows(None, limit).await
+    }
+
+    /// Like [`Store::inbox_pending`], the rows of the `first` connectors before the others
+    /// (each part oldest first).
+    pub async fn inbox_pending_first(
+        &self,
+        first: &[String],
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let mut rows = Vec::new();
+        for connector in first {
+            let room = limit - rows.len() as i64;
+            if room <= 0 {
+                return Ok(rows);
+            }
+            rows.extend(self.pending_rows(Some(connector), room).await?);
+        }
+        let taken: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+        let room = usize::try_from(limit)
+            .unwrap_or(0)
+            .saturating_sub(rows.len());
+        let others = self.pending_rows(None, limit).await?;
+        rows.extend(
+            others
+                .into_iter()
+                .filter(|r| !taken.contains(&r.id))
+                .take(room),
+        );
+        Ok(rows)
+    }
+
+    /// Up to `limit` `pending` rows (of one connector, or all), oldest first.
+    async fn pending_rows(
+        &self,
+        connector: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let query = match connector {
+            None => sqlx::query(
+                "SELECT id, connector, event_id, headers, body FROM webhook_inbox \
+                 WHERE status = 'pending' ORDER BY id LIMIT $1",
+            )
+            .bind(limit),
+            Some(c) => sqlx::query(
+                "SELECT id, connector, event_id, headers, body FROM webhook_inbox \
+                 WHERE status = 'pending' AND connector = $1 ORDER BY id LIMIT $2",
+            )
+            .bind(c)
+            .bind(limit),
+        };
+        let rows = query.fetch_all(self.pool()).await;
         let rows = db(rows, "claiming webhook deliveries")?;
         rows.iter()
             .map(|r| {
@@ -587,7 +635,10 @@ impl Processor {
     /// or the source could not be read) the rows that needed the pass stay `pending`.
     pub async fn process_pending(&mut self) -> anyhow::Result<usize> {
         let store = self.engine.store().clone();
-        let rows = store.inbox_pending(BATCH).await?;
+        // Source changes first: a burst of a target's webhooks must not keep them waiting.
+        let rows = store
+            .inbox_pending_first(&self.engine.source_ids(), BATCH)
+            .await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -673,6 +724,12 @@ impl Processor {
         }
 
         self.confirm_echoes(&store, &by_id, &mut wanted).await?;
+        let sources = self.engine.source_ids();
+        let wanted = this_pass(wanted, PASS_SKUS, |id| {
+            by_id
+                .get(&id)
+                .is_some_and(|r| sources.contains(&r.connector))
+        });
 
         let mut skus: BTreeSet<String> = BTreeSet::new();
         let mut named_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -1016,9 +1073,75 @@ async fn push_channel(engine: &Engine, channel: &str, lane: Option<Lane>) {
     }
 }
 
+/// The deliveries this round's pass takes: all of them, unless they name more than `cap`
+/// SKUs. Then the sources' deliveries go first (the changes to spread), and the targets'
+/// follow, oldest first, while they fit (at least one); the rest stay pending for the next
+/// round. A burst of a target's webhooks (a paced batch of a thousand writes coming back)
+/// is so read in parts, and source changes wait for none of them.
+fn this_pass(wanted: Vec<Wanted>, cap: usize, from_source: impl Fn(i64) -> bool) -> Vec<Wanted> {
+    let all: BTreeSet<&String> = wanted.iter().flat_map(|w| &w.skus).collect();
+    if all.len() <= cap {
+        return wanted;
+    }
+    let (mut first, rest): (Vec<Wanted>, Vec<Wanted>) = wanted
+        .into_iter()
+        .partition(|w| w.skus.is_empty() || from_source(w.id));
+    let mut taken: BTreeSet<String> = first.iter().flat_map(|w| w.skus.clone()).collect();
+    let mut left = 0;
+    for w in rest {
+        let new = w.skus.iter().filter(|s| !taken.contains(*s)).count();
+        if taken.len() + new <= cap || taken.is_empty() {
+            taken.extend(w.skus.iter().cloned());
+            first.push(w);
+        } else {
+            left += 1;
+        }
+    }
+    tracing::debug!(
+        skus = taken.len(),
+        deliveries_left = left,
+        "webhook inbox: a large round, read in parts"
+    );
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wanted(id: i64, skus: &[&str]) -> Wanted {
+        Wanted {
+            id,
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            unmapped: Vec::new(),
+            hints: 1,
+            sold: Vec::new(),
+            shown: Vec::new(),
+            confirmed: 0,
+        }
+    }
+
+    #[test]
+    fn a_large_round_takes_source_changes_first_and_targets_while_they_fit() {
+        let ids = |w: &[Wanted]| w.iter().map(|w| w.id).collect::<Vec<_>>();
+        let round = || {
+            vec![
+                wanted(1, &["A", "B"]),
+                wanted(2, &["C", "D"]),
+                wanted(3, &["E"]),
+                wanted(4, &["B", "F"]),
+                wanted(5, &[]),
+            ]
+        };
+        // Within the cap: everything.
+        assert_eq!(ids(&this_pass(round(), 6, |_| false)), [1, 2, 3, 4, 5]);
+        // Over it: the source's delivery (3) and the settled-anyway one (5) first, then the
+        // targets' oldest first while they fit: 2 does not (C and D would make 5 SKUs),
+        // 4 does (B is in already, F makes 4).
+        assert_eq!(ids(&this_pass(round(), 4, |id| id == 3)), [3, 5, 1, 4]);
+        // A target delivery larger than the cap still goes when nothing else is taken.
+        assert_eq!(ids(&this_pass(round(), 1, |_| false)), [5, 1]);
+    }
 
     #[test]
     fn secret_headers_are_not_kept() {
