@@ -116,6 +116,15 @@ pub enum Settled {
     },
 }
 
+/// What [`Store::confirm_shown`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confirmed {
+    /// The keys whose value the store holds as shown.
+    pub matched: HashSet<StateKey>,
+    /// Of those, writes taken as shown that are now confirmed (their mark cleared).
+    pub writes: u64,
+}
+
 /// A part of a channel's outbox that is pushed on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
@@ -775,38 +784,38 @@ impl Store {
 
     /// Takes values a channel's webhook says it shows as confirmation where they equal what
     /// the store holds as shown (`target_state.observed`): those lose the mark of
-    /// [`Store::take_as_shown`], as a read would clear it. Returns the keys that matched;
-    /// a value that differs changes nothing (the caller reads it).
+    /// [`Store::take_as_shown`], as a read would clear it. A value that differs changes
+    /// nothing (the caller reads it).
     pub async fn confirm_shown(
         &self,
         channel: &str,
         values: &[(StateKey, String)],
-    ) -> Result<HashSet<StateKey>> {
-        let mut matched = HashSet::new();
+    ) -> Result<Confirmed> {
+        let mut confirmed = Confirmed::default();
         if values.is_empty() {
-            return Ok(matched);
+            return Ok(confirmed);
         }
         let mut tx = self.begin_write().await.ctx("confirming shown values")?;
         for chunk in values.chunks(CHUNK) {
+            let bind = |sql: String| {
+                let mut q = sqlx::query(self.dynamic(sql));
+                for (key, value) in chunk {
+                    q = q
+                        .bind(key.sku.as_str())
+                        .bind(key.field.as_str())
+                        .bind(key.location.as_str())
+                        .bind(value.as_str());
+                }
+                q.bind(channel)
+            };
             let sql = format!(
-                "UPDATE target_state SET unverified = 0 FROM (VALUES {}) AS v \
-                 WHERE target_state.sku = v.column1 AND target_state.field = v.column2 \
-                 AND target_state.location = v.column3 AND target_state.observed = v.column4 \
-                 AND target_state.channel = ${} \
-                 RETURNING target_state.sku, target_state.field, target_state.location",
+                "SELECT t.sku, t.field, t.location FROM target_state t JOIN (VALUES {}) AS v \
+                 ON t.sku = v.column1 AND t.field = v.column2 AND t.location = v.column3 \
+                 AND t.observed = v.column4 WHERE t.channel = ${}",
                 values_clause(chunk.len(), 4, 1),
                 1 + chunk.len() * 4
             );
-            let mut q = sqlx::query(self.dynamic(sql));
-            for (key, value) in chunk {
-                q = q
-                    .bind(key.sku.as_str())
-                    .bind(key.field.as_str())
-                    .bind(key.location.as_str())
-                    .bind(value.as_str());
-            }
-            let rows = q
-                .bind(channel)
+            let rows = bind(sql)
                 .fetch_all(&mut *tx)
                 .await
                 .ctx("confirming shown values")?;
@@ -816,15 +825,28 @@ impl Store {
                     table: "target_state",
                     detail: format!("unknown field {field:?}"),
                 })?;
-                matched.insert(StateKey {
+                confirmed.matched.insert(StateKey {
                     sku: r.try_get(0).ctx("reading target_state")?,
                     field,
                     location: r.try_get(2).ctx("reading target_state")?,
                 });
             }
+            let sql = format!(
+                "UPDATE target_state SET unverified = 0 FROM (VALUES {}) AS v \
+                 WHERE target_state.sku = v.column1 AND target_state.field = v.column2 \
+                 AND target_state.location = v.column3 AND target_state.observed = v.column4 \
+                 AND target_state.unverified = 1 AND target_state.channel = ${}",
+                values_clause(chunk.len(), 4, 1),
+                1 + chunk.len() * 4
+            );
+            confirmed.writes += bind(sql)
+                .execute(&mut *tx)
+                .await
+                .ctx("confirming shown values")?
+                .rows_affected();
         }
         tx.commit().await.ctx("confirming shown values")?;
-        Ok(matched)
+        Ok(confirmed)
     }
 
     /// Of these values, the ones a queued correction of the channel is writing (its outbox

@@ -53,8 +53,18 @@ async fn a_pass_a_throttled_api_and_a_webhook_show_up_without_skus() {
     let r = l.engine.reconcile(&Scope::default()).await.unwrap();
     assert!(r.converged(), "{}", r.table());
     // The pass's own write to the webshop comes back as a webhook: let the daemon take it
-    // in, so the inbox is empty when scraped.
+    // in, so the inbox is empty when scraped, and the write is confirmed (by that webhook,
+    // or by the read-back when the webhook came before the write was recorded).
     settle(&l).await;
+    let mut confirmed = false;
+    for _ in 0..400 {
+        if l.engine.store().unverified(10).await.unwrap().1 == 0 {
+            confirmed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(confirmed, "the webshop's write was never confirmed");
 
     let text = scrape(addr).await;
     for series in [

@@ -322,17 +322,16 @@ async fn conformance(store: Store, channel: &str) {
     // A webhook carrying another value confirms nothing; one carrying the value taken as
     // shown confirms it, as a read would.
     let other = [(offer_key.clone(), "12990 NOK".to_string())];
-    assert!(
-        store
-            .confirm_shown(channel, &other)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let none = store.confirm_shown(channel, &other).await.unwrap();
+    assert!(none.matched.is_empty() && none.writes == 0);
     assert_eq!(store.unverified(10).await.unwrap().1, 1);
     let same = [(offer_key.clone(), "13990 NOK".to_string())];
     let confirmed = store.confirm_shown(channel, &same).await.unwrap();
-    assert_eq!(confirmed, HashSet::from([offer_key.clone()]));
+    assert_eq!(confirmed.matched, HashSet::from([offer_key.clone()]));
+    assert_eq!(confirmed.writes, 1);
+    // Again: it still matches, but there is no write left to confirm.
+    let again = store.confirm_shown(channel, &same).await.unwrap();
+    assert_eq!((again.matched.len(), again.writes), (1, 0));
     assert_eq!(store.unverified(10).await.unwrap().1, 0);
     store
         .clear_unverified(channel, Some(&["A".to_string()]))

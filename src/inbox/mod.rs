@@ -956,7 +956,9 @@ impl Processor {
         // Per channel, the carried keys that need no read.
         let mut matched: HashMap<&str, HashSet<StateKey>> = HashMap::new();
         for (channel, values) in values {
-            let mut settled = store.confirm_shown(channel, &values).await?;
+            let confirmed = store.confirm_shown(channel, &values).await?;
+            crate::metrics::corrections(channel, "confirmed", confirmed.writes);
+            let mut settled = confirmed.matched;
             let confirmed = settled.len();
             let rest: Vec<(StateKey, String)> = values
                 .into_iter()
