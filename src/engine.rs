@@ -1104,18 +1104,18 @@ impl Engine {
 
     /// The ids of the source channels.
     pub fn source_ids(&self) -> Vec<String> {
-        self.channels
-            .iter()
-            .filter(|c| Self::is_source(c))
-            .map(|c| c.cfg.id.clone())
-            .collect()
+        self.ids(Self::is_source)
     }
 
     /// The ids of the target channels.
     pub fn target_ids(&self) -> Vec<String> {
+        self.ids(Self::is_target)
+    }
+
+    fn ids(&self, keep: fn(&Channel) -> bool) -> Vec<String> {
         self.channels
             .iter()
-            .filter(|c| Self::is_target(c))
+            .filter(|c| keep(c))
             .map(|c| c.cfg.id.clone())
             .collect()
     }

@@ -798,15 +798,11 @@ impl Store {
         let mut tx = self.begin_write().await.ctx("confirming shown values")?;
         for chunk in values.chunks(CHUNK) {
             let bind = |sql: String| {
-                let mut q = sqlx::query(self.dynamic(sql));
-                for (key, value) in chunk {
-                    q = q
-                        .bind(key.sku.as_str())
-                        .bind(key.field.as_str())
-                        .bind(key.location.as_str())
-                        .bind(value.as_str());
-                }
-                q.bind(channel)
+                bind_keyed(
+                    sqlx::query(self.dynamic(sql)),
+                    chunk.iter().map(|(k, v)| (k, v)),
+                )
+                .bind(channel)
             };
             let sql = format!(
                 "SELECT t.sku, t.field, t.location FROM target_state t JOIN (VALUES {}) AS v \
@@ -820,16 +816,7 @@ impl Store {
                 .await
                 .ctx("confirming shown values")?;
             for r in rows {
-                let field: String = r.try_get(1).ctx("reading target_state")?;
-                let field = Field::parse(&field).ok_or_else(|| StoreError::Corrupt {
-                    table: "target_state",
-                    detail: format!("unknown field {field:?}"),
-                })?;
-                confirmed.matched.insert(StateKey {
-                    sku: r.try_get(0).ctx("reading target_state")?,
-                    field,
-                    location: r.try_get(2).ctx("reading target_state")?,
-                });
+                confirmed.matched.insert(key_of(&r, "target_state")?);
             }
             let sql = format!(
                 "UPDATE target_state SET unverified = 0 FROM (VALUES {}) AS v \
@@ -864,25 +851,10 @@ impl Store {
                  AND (sku, field, location, value) IN (VALUES {})",
                 values_clause(chunk.len(), 4, 2)
             );
-            let mut q = sqlx::query(self.dynamic(sql)).bind(channel);
-            for (key, value) in chunk {
-                q = q
-                    .bind(key.sku.as_str())
-                    .bind(key.field.as_str())
-                    .bind(key.location.as_str())
-                    .bind(value.as_str());
-            }
+            let q = sqlx::query(self.dynamic(sql)).bind(channel);
+            let q = bind_keyed(q, chunk.iter().map(|(k, v)| (k, v)));
             for r in q.fetch_all(&self.pool).await.ctx("reading queued values")? {
-                let field: String = r.try_get(1).ctx("reading outbox")?;
-                let field = Field::parse(&field).ok_or_else(|| StoreError::Corrupt {
-                    table: "outbox",
-                    detail: format!("unknown field {field:?}"),
-                })?;
-                queued.insert(StateKey {
-                    sku: r.try_get(0).ctx("reading outbox")?,
-                    field,
-                    location: r.try_get(2).ctx("reading outbox")?,
-                });
+                queued.insert(key_of(&r, "outbox")?);
             }
         }
         Ok(queued)
@@ -1599,10 +1571,18 @@ impl Store {
 
 /// Binds (SKU, field, location, value) of each applied write, for a `VALUES` list.
 fn bind_applied<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     applied: &'q [(StateKey, String, Change)],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for (key, value, _) in applied {
+    bind_keyed(q, applied.iter().map(|(k, v, _)| (k, v)))
+}
+
+/// Binds `(sku, field, location, value)` for each keyed value, in order.
+fn bind_keyed<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    values: impl IntoIterator<Item = (&'q StateKey, &'q String)>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for (key, value) in values {
         q = q
             .bind(key.sku.as_str())
             .bind(key.field.as_str())
@@ -1610,6 +1590,20 @@ fn bind_applied<'q>(
             .bind(value.as_str());
     }
     q
+}
+
+/// A [`StateKey`] from the first three columns of a row (`sku, field, location`).
+fn key_of(r: &sqlx::any::AnyRow, table: &'static str) -> Result<StateKey> {
+    let field: String = r.try_get(1).ctx("reading a key")?;
+    let field = Field::parse(&field).ok_or_else(|| StoreError::Corrupt {
+        table,
+        detail: format!("unknown field {field:?}"),
+    })?;
+    Ok(StateKey {
+        sku: r.try_get(0).ctx("reading a key")?,
+        field,
+        location: r.try_get(2).ctx("reading a key")?,
+    })
 }
 
 /// `($start, $start+1, …)` for an `IN` list of `n` values.
