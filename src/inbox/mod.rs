@@ -43,7 +43,7 @@ const BATCH: i64 = 1000;
 /// daemon sharing a PostgreSQL database, or left by a failed pass).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// The most SKUs one webhook pass takes when its deliveries name more
-/// ([`Processor::this_pass`]).
+/// ([`this_pass`]).
 const PASS_SKUS: usize = 250;
 /// First and longest wait after a failed pass.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
