@@ -8,6 +8,9 @@
 //! rate-limit clock is moved forward ([`Simulator::advance_usage_clock`]) instead of
 //! sleeping.
 
+mod common;
+
+use common::stock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +18,7 @@ use std::time::Duration;
 use omnisync_meta::sim::{self, SimOptions, Simulator};
 use omnisync_meta::{BucReading, MetaConnector, connect};
 use omnisync_sdk::sim::{SimControl, SimRecord, SimServer};
-use omnisync_sdk::{
-    Change, Connector, Correction, Currency, ErrorKind, Money, Offer, PushOutcome, StockLevel,
-};
+use omnisync_sdk::{Change, Connector, Correction, Currency, ErrorKind, Money, Offer, PushOutcome};
 
 /// `items_batch` calls the simulated catalog allows per hour.
 const BUDGET: u64 = 20;
@@ -64,20 +65,6 @@ async fn harness(items: usize, max_window_ms: Option<u64>) -> Harness {
     }
     let meta = connect(settings).unwrap();
     Harness { sim, server, meta }
-}
-
-fn stock(sku: &str, quantity: i64) -> Correction {
-    Correction {
-        idempotency_key: format!("{sku}-{quantity}"),
-        sku: sku.to_string(),
-        external_id: Some(sku.to_string()),
-        refs: BTreeMap::new(),
-        change: Change::Stock {
-            location: StockLevel::DEFAULT_LOCATION.to_string(),
-            quantity,
-            expected: None,
-        },
-    }
 }
 
 /// The adapter's latest `catalog_batch` reading.

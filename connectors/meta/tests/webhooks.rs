@@ -5,6 +5,9 @@
 //! `read_skus` reports them. Also: the rehearsal faults (drop, duplicate, reorder), chunking,
 //! a refused handshake and `appsecret_proof`.
 
+mod common;
+
+use common::stock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,9 +23,7 @@ use omnisync_meta::{MetaConnector, REF_PRODUCT_ID, connect};
 use omnisync_sdk::sim::delivery::WebhookAdmin;
 use omnisync_sdk::sim::{SimControl, SimRecord, SimServer};
 use omnisync_sdk::webhook::{Headers, SoldLine, WebhookError, WebhookHint, headers_from};
-use omnisync_sdk::{
-    Change, Connector, Correction, Currency, Money, Offer, PushOutcome, SecretRef, StockLevel,
-};
+use omnisync_sdk::{Connector, Correction, Currency, Money, Offer, PushOutcome, SecretRef};
 
 fn sek(minor: i64) -> Money {
     Money::new(minor, Currency::SEK)
@@ -154,20 +155,6 @@ fn hints(c: &MetaConnector, d: &Delivery) -> Vec<WebhookHint> {
         .verify(&d.headers, &d.body)
         .expect("signature verifies");
     handler.parse(&d.headers, &d.body).expect("parses")
-}
-
-fn stock(sku: &str, quantity: i64) -> Correction {
-    Correction {
-        idempotency_key: format!("{sku}-{quantity}"),
-        sku: sku.to_string(),
-        external_id: Some(sku.to_string()),
-        refs: BTreeMap::new(),
-        change: Change::Stock {
-            location: StockLevel::DEFAULT_LOCATION.to_string(),
-            quantity,
-            expected: None,
-        },
-    }
 }
 
 #[tokio::test]
